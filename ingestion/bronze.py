@@ -1,0 +1,208 @@
+"""One batch from the landing zone into bronze, quarantine and the ledger.
+
+Order of writes, each one Delta commit marked with the batch's application transaction:
+bronze rows, quarantine rows, ledger row. The ledger row is the commit point: downstream reads
+only batches the ledger calls `loaded`, and a re-run after a crash skips the writes already done,
+so a killed process leaves nothing visible and the next run ends exactly like a clean one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from ingestion.contract import Contract, get_contract
+from ingestion.landing import Batch, BatchDir, BatchRejected, batch_ordinal, extraction_date, open_batch
+from ingestion.ledger import (
+    LedgerEntry,
+    append_once,
+    batch_transaction,
+    now_utc,
+    write_ledger,
+    write_quarantine,
+)
+from ingestion.readers import ROW_NUMBER, SOURCE_FILE, read_batch
+from ingestion.validation import Validated, raw_records, validate
+from ingestion.warehouse import Warehouse
+
+DEFAULT_REJECT_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    contract_id: str
+    batch_id: str
+    status: str  # loaded | rejected | waiting | not_due | skipped
+    reason: str | None = None
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+
+
+def bronze_table(contract: Contract) -> str:
+    return f"bronze/{contract.table_path}"
+
+
+def ingest_batch(
+    batch_dir: BatchDir,
+    warehouse: Warehouse,
+    *,
+    reject_share: float = DEFAULT_REJECT_SHARE,
+    as_of: date | None = None,
+    on_validated: Callable[[Batch, Validated], None] | None = None,
+) -> BatchOutcome:
+    """Land one batch directory; never raises for bad data, only for platform failures.
+
+    `on_validated` sees every batch that was read and checked (the quality suites run there).
+    """
+    if not batch_dir.is_complete:
+        return BatchOutcome(batch_dir.contract_id, batch_dir.batch_id, "waiting", "no _manifest.json yet")
+    try:
+        batch = open_batch(batch_dir)
+    except BatchRejected as rejected:
+        _reject(warehouse, batch_dir, rejected)
+        return BatchOutcome(batch_dir.contract_id, batch_dir.batch_id, "rejected", rejected.message)
+    if as_of is not None and extraction_date(batch) > as_of:
+        return BatchOutcome(batch.contract.id, batch.batch_id, "not_due", f"extracted after {as_of}")
+    try:
+        validated = validate(read_batch(batch), batch.contract)
+    except BatchRejected as rejected:
+        _reject(warehouse, batch_dir, rejected, batch)
+        return BatchOutcome(batch.contract.id, batch.batch_id, "rejected", rejected.message)
+    outcome = _land(batch, validated, warehouse, reject_share)
+    if on_validated is not None:
+        on_validated(batch, validated)
+    return outcome
+
+
+def _reject(warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None) -> None:
+    try:
+        contract: Contract | None = batch.contract if batch else get_contract(batch_dir.contract_id)
+    except ValueError:
+        contract = None
+    write_ledger(
+        warehouse,
+        LedgerEntry(
+            contract_id=batch_dir.contract_id,
+            batch_id=batch_dir.batch_id,
+            status="rejected",
+            reason=rejected.message,
+            rows_loaded=0,
+            rows_quarantined=0,
+            processed_at=now_utc(),
+            rule=rejected.rule,
+            contract_version=contract.version if contract else None,
+            source_level=batch_dir.level,
+            mode=batch.mode if batch else None,
+            extracted_at=batch.extracted_at if batch else None,
+            rows_delivered=batch.rows if batch else None,
+            batch_ordinal=batch_ordinal(batch_dir.batch_id),
+        ),
+    )
+
+
+def quarantine_frame(batch: Batch, validated: Validated) -> pl.DataFrame:
+    """One row per broken rule of each bad record, plus one per record that could not be parsed."""
+    contract = batch.contract
+    violations = validated.violations.frame
+    quarantined_at = now_utc()
+    frames: list[pl.DataFrame] = []
+    if violations.height:
+        indexes = violations["_idx"].unique(maintain_order=True).to_list()
+        keys, records = raw_records(validated.raw, indexes, contract)
+        by_index = pl.DataFrame(
+            {
+                "_idx": pl.Series(indexes, dtype=pl.UInt32),
+                "record_key": keys,
+                "raw_record": records,
+                "row_number": validated.raw[ROW_NUMBER].gather(indexes),
+                "source_file": validated.raw[SOURCE_FILE].gather(indexes),
+            }
+        )
+        frames.append(violations.join(by_index, on="_idx", how="left").drop("_idx"))
+    if validated.read.malformed:
+        frames.append(
+            pl.DataFrame(
+                {
+                    "column": [None] * len(validated.read.malformed),
+                    "rule": "malformed_record",
+                    "detail": [m.detail for m in validated.read.malformed],
+                    "record_key": "",
+                    "raw_record": [m.text for m in validated.read.malformed],
+                    "row_number": [m.row_number for m in validated.read.malformed],
+                    "source_file": [m.source_file for m in validated.read.malformed],
+                },
+                schema_overrides={"column": pl.String, "row_number": pl.Int64},
+            )
+        )
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed").with_columns(
+        pl.lit(contract.id).alias("contract_id"),
+        pl.lit(batch.batch_id).alias("batch_id"),
+        pl.lit(quarantined_at).alias("quarantined_at"),
+    )
+
+
+def bronze_rows(batch: Batch, validated: Validated) -> pl.DataFrame:
+    good = validated.good
+    return good.select(batch.contract.column_names).with_columns(
+        pl.lit(batch.batch_id).alias("_batch_id"),
+        pl.lit(batch.dir.level).alias("_source_level"),
+        pl.lit(batch.contract.department).alias("_department"),
+        good[SOURCE_FILE].alias("_source_file"),
+        good[ROW_NUMBER].alias("_row_number"),
+        pl.lit(batch.extracted_at).dt.convert_time_zone("UTC").alias("_extracted_at"),
+        pl.lit(now_utc()).dt.convert_time_zone("UTC").alias("_ingested_at"),
+    )
+
+
+def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share: float) -> BatchOutcome:
+    contract = batch.contract
+    bad = validated.bad_records
+    share = bad / validated.records if validated.records else 0.0
+    quarantine = quarantine_frame(batch, validated)
+    rejected = share > reject_share
+    reason = None
+    if rejected:
+        reason = (
+            f"{bad} of {validated.records} records ({share:.1%}) break the contract, more than the "
+            f"{reject_share:.0%} allowed; nothing was loaded. See quarantine/rows for each record and rule, "
+            "fix them at the source and resend the batch"
+        )
+    elif bad:
+        reason = f"{bad} of {validated.records} records quarantined ({share:.1%}); the other rows loaded"
+    loaded = 0 if rejected else validated.good.height
+    if loaded:
+        table = bronze_table(contract)
+        data = bronze_rows(batch, validated).to_arrow().cast(contract.bronze_schema())
+        append_once(
+            warehouse,
+            table,
+            data,
+            batch_transaction(table, contract.id, batch.batch_id),
+            partition_by=["_batch_id"],
+        )
+    write_quarantine(warehouse, contract.id, batch.batch_id, quarantine)
+    write_ledger(
+        warehouse,
+        LedgerEntry(
+            contract_id=contract.id,
+            batch_id=batch.batch_id,
+            status="rejected" if rejected else "loaded",
+            reason=reason,
+            rows_loaded=loaded,
+            rows_quarantined=bad,
+            processed_at=now_utc(),
+            rule="too_many_bad_rows" if rejected else None,
+            contract_version=contract.version,
+            source_level=batch.dir.level,
+            mode=batch.mode,
+            extracted_at=batch.extracted_at,
+            rows_delivered=validated.records,
+            batch_ordinal=batch_ordinal(batch.batch_id),
+        ),
+    )
+    return BatchOutcome(contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad)

@@ -1,0 +1,112 @@
+"""Resident ID numbers (GB 11643) and unified social credit codes (GB 32100), vectorised.
+
+Departments send the same ID number in several forms: with spaces around it, in full-width digits,
+with a lower-case `x`, or as a 15-digit first-generation number. These are normalised before any
+check, so that only numbers that are still wrong afterwards count as bad input. The check characters
+are computed over whole Arrow columns with numpy: a million IDs take milliseconds, not seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+# ISO 7064 MOD 11-2 weights for the 17 body digits, and the check character for each remainder.
+_RIC_WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
+_RIC_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
+
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = np.array([1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28], dtype=np.int64)
+_USCC_VALUE = np.full(256, -1, dtype=np.int64)
+for _i, _ch in enumerate(_USCC_ALPHABET):
+    _USCC_VALUE[ord(_ch)] = _i
+_USCC_CHECK = np.frombuffer(_USCC_ALPHABET.encode(), dtype=np.uint8)
+
+_FULL_WIDTH = "０１２３４５６７８９ｘＸ"
+_HALF_WIDTH = "0123456789xX"
+
+
+def normalise_expr(column: str) -> pl.Expr:
+    """Trim spaces (ASCII and full-width), fold full-width digits and letters, upper-case."""
+    expr = pl.col(column).str.strip_chars(" \t\r\n\u3000\u00a0")
+    for full, half in zip(_FULL_WIDTH, _HALF_WIDTH, strict=True):
+        expr = expr.str.replace_all(full, half, literal=True)
+    return expr.str.to_uppercase()
+
+
+def _char_matrix(values: pl.Series, width: int) -> np.ndarray:
+    """An (n, width) uint8 matrix of strings that all have exactly `width` ASCII characters."""
+    if values.len() == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    arrow = values.rechunk().to_arrow().cast(pa.large_binary())
+    offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
+    data = np.frombuffer(arrow.buffers()[2], dtype=np.uint8)
+    return data[offsets[0] : offsets[0] + len(arrow) * width].reshape(-1, width)
+
+
+def _ric_expected(chars: np.ndarray) -> np.ndarray:
+    """The check character (as a byte) of each row of a matrix whose first 17 columns are digits."""
+    digits = chars[:, :17].astype(np.int64) - ord("0")
+    return _RIC_CHECK[(digits @ _RIC_WEIGHTS) % 11]
+
+
+def upgrade_15_digit(values: pl.Series) -> pl.Series:
+    """Convert 15-digit first-generation numbers (all born 19xx) to their 18-character form."""
+    is_old = values.str.contains(r"^[0-9]{15}$").fill_null(False)
+    if not is_old.any():
+        return values
+    old = values.filter(is_old)
+    bodies = old.str.slice(0, 6) + "19" + old.str.slice(6, 9)
+    checks = _ric_expected(_char_matrix(bodies, 17)).tobytes().decode("ascii")
+    upgraded = bodies + pl.Series(list(checks), dtype=pl.String)
+    return values.scatter(is_old.arg_true(), upgraded)
+
+
+def resident_id_check_ok(values: pl.Series) -> pl.Series:
+    """True where an 18-character number's last character matches its body; null where not 18 digits."""
+    shaped = values.str.contains(r"^[0-9]{17}[0-9X]$").fill_null(False)
+    result = pl.Series(values.name, [None] * values.len(), dtype=pl.Boolean)
+    if not shaped.any():
+        return result
+    chars = _char_matrix(values.filter(shaped), 18)
+    return result.scatter(shaped.arg_true(), pl.Series(chars[:, 17] == _ric_expected(chars)))
+
+
+def resident_id_birth_date_ok(values: pl.Series) -> pl.Series:
+    """True where characters 7-14 are a real calendar date (the pattern alone admits 31 February)."""
+    births = values.str.slice(6, 8).str.strptime(pl.Date, "%Y%m%d", strict=False)
+    return births.is_not_null() | values.is_null()
+
+
+def credit_code_check_ok(values: pl.Series) -> pl.Series:
+    """True where an 18-character code over the GB 32100 alphabet carries the right check character."""
+    shaped = values.str.contains(r"^[0-9A-HJ-NPQRTUWXY]{18}$").fill_null(False)
+    result = pl.Series(values.name, [None] * values.len(), dtype=pl.Boolean)
+    if not shaped.any():
+        return result
+    candidates = values.filter(shaped)
+    chars = _char_matrix(candidates, 18)
+    numbers = _USCC_VALUE[chars[:, :17]]
+    remainders = (31 - (numbers @ _USCC_WEIGHTS) % 31) % 31
+    expected = _USCC_CHECK[remainders]
+    ok = chars[:, 17] == expected
+    return result.scatter(shaped.arg_true(), pl.Series(ok))
+
+
+def _normalise(values: pl.Series, canonical: str) -> pl.Series:
+    """Fold only the values not already in canonical form: most deliveries are clean."""
+    messy = values.is_not_null() & ~values.str.contains(canonical)
+    if not messy.any():
+        return values
+    folded = pl.DataFrame({"v": values.filter(messy)}).select(normalise_expr("v")).to_series()
+    return values.scatter(messy.arg_true(), folded)
+
+
+def normalise_resident_id(values: pl.Series) -> pl.Series:
+    """The canonical 18-character form of each number, as far as its form allows."""
+    return upgrade_15_digit(_normalise(values, r"^[0-9]{17}[0-9X]$")).rename(values.name)
+
+
+def normalise_credit_code(values: pl.Series) -> pl.Series:
+    return _normalise(values, r"^[0-9A-Z]{18}$").rename(values.name)

@@ -1,0 +1,130 @@
+"""The two operational tables every batch leaves a trace in: `ops/batch_ledger` and `quarantine/rows`.
+
+Their first columns are the interface of ../shared/DESIGN.md; the later ones are extensions that data
+officers asked for (which rule rejected a batch, when it was extracted, which line a bad row is on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, Transaction, write_deltalake
+
+from ingestion.warehouse import BATCH_LEDGER, QUARANTINE_ROWS, Warehouse
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("contract_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # loaded | rejected
+        pa.field("reason", pa.string()),
+        pa.field("rows_loaded", pa.int64(), nullable=False),
+        pa.field("rows_quarantined", pa.int64(), nullable=False),
+        pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("rule", pa.string()),  # the batch-level rule that rejected it, e.g. sha256
+        pa.field("contract_version", pa.string()),
+        pa.field("source_level", pa.string()),
+        pa.field("mode", pa.string()),
+        pa.field("extracted_at", pa.timestamp("us", tz="UTC")),
+        pa.field("rows_delivered", pa.int64()),
+        pa.field("batch_ordinal", pa.int64(), nullable=False),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("contract_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("record_key", pa.string(), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("raw_record", pa.string(), nullable=False),
+        pa.field("column", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("row_number", pa.int64()),
+        pa.field("quarantined_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    contract_id: str
+    batch_id: str
+    status: str
+    reason: str | None
+    rows_loaded: int
+    rows_quarantined: int
+    processed_at: datetime
+    rule: str | None = None
+    contract_version: str | None = None
+    source_level: str | None = None
+    mode: str | None = None
+    extracted_at: datetime | None = None
+    rows_delivered: int | None = None
+    batch_ordinal: int = -1
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def batch_transaction(table: str, contract_id: str, batch_id: str) -> str:
+    """The Delta application-transaction id that marks a batch as written to one table."""
+    return f"yiwang.ingest/{table}/{contract_id}/{batch_id}"
+
+
+def already_written(warehouse: Warehouse, table: str, app_id: str) -> bool:
+    if not warehouse.exists(table):
+        return False
+    return warehouse.table(table).transaction_version(app_id) is not None
+
+
+def append_once(warehouse: Warehouse, table: str, data: pa.Table, app_id: str, **kwargs: object) -> bool:
+    """Append `data` in one Delta commit unless the commit carrying `app_id` already happened.
+
+    This is what makes a re-run after a crash complete a batch instead of duplicating it.
+    """
+    if already_written(warehouse, table, app_id):
+        return False
+    write_deltalake(
+        warehouse.uri(table),
+        data,
+        mode="append",
+        storage_options=warehouse.options(),
+        commit_properties=CommitProperties(app_transactions=[Transaction(app_id, 1)]),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return True
+
+
+def write_ledger(warehouse: Warehouse, entry: LedgerEntry) -> None:
+    row = {f.name: [getattr(entry, f.name)] for f in LEDGER_SCHEMA}
+    table = pa.Table.from_pydict(row, schema=LEDGER_SCHEMA)
+    append_once(warehouse, BATCH_LEDGER, table, batch_transaction(BATCH_LEDGER, entry.contract_id, entry.batch_id))
+
+
+def write_quarantine(warehouse: Warehouse, contract_id: str, batch_id: str, rows: pl.DataFrame) -> None:
+    if rows.height == 0:
+        return
+    table = rows.select(QUARANTINE_SCHEMA.names).to_arrow().cast(QUARANTINE_SCHEMA)
+    append_once(warehouse, QUARANTINE_ROWS, table, batch_transaction(QUARANTINE_ROWS, contract_id, batch_id))
+
+
+def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
+    if not warehouse.exists(BATCH_LEDGER):
+        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(LEDGER_SCHEMA.empty_table()).schema))
+    frame = pl.from_arrow(warehouse.table(BATCH_LEDGER).to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def read_quarantine(warehouse: Warehouse) -> pl.DataFrame:
+    if not warehouse.exists(QUARANTINE_ROWS):
+        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(QUARANTINE_SCHEMA.empty_table()).schema))
+    frame = pl.from_arrow(warehouse.table(QUARANTINE_ROWS).to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame

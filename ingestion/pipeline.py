@@ -1,0 +1,60 @@
+"""Landing a whole contract (every pending batch, in delivery order) and the deliveries nobody expects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from ingestion.bronze import DEFAULT_REJECT_SHARE, BatchOutcome, ingest_batch
+from ingestion.contract import Contract, load_contracts
+from ingestion.landing import Batch, BatchDir, find_batches
+from ingestion.ledger import read_ledger
+from ingestion.validation import Validated
+from ingestion.warehouse import Warehouse
+
+
+def seen_batches(warehouse: Warehouse) -> set[tuple[str, str]]:
+    """(contract_id, batch_id) of every batch the ledger holds, loaded or rejected."""
+    ledger = read_ledger(warehouse)
+    return set(zip(ledger["contract_id"].to_list(), ledger["batch_id"].to_list(), strict=True))
+
+
+def pending_batches(landing: Path, warehouse: Warehouse, contract_id: str | None = None) -> list[BatchDir]:
+    """Batch directories the ledger does not know yet (complete or still waiting for a manifest)."""
+    seen = seen_batches(warehouse)
+    return [
+        b
+        for b in find_batches(landing)
+        if (contract_id is None or b.contract_id == contract_id) and (b.contract_id, b.batch_id) not in seen
+    ]
+
+
+def ingest_contract(
+    contract: Contract,
+    landing: Path,
+    warehouse: Warehouse,
+    *,
+    reject_share: float = DEFAULT_REJECT_SHARE,
+    as_of: date | None = None,
+    on_validated: Callable[[Batch, Validated], None] | None = None,
+    progress: Callable[[BatchDir], None] | None = None,
+) -> list[BatchOutcome]:
+    outcomes = []
+    for batch_dir in pending_batches(landing, warehouse, contract.id):
+        if progress:
+            progress(batch_dir)
+        outcomes.append(
+            ingest_batch(batch_dir, warehouse, reject_share=reject_share, as_of=as_of, on_validated=on_validated)
+        )
+    return outcomes
+
+
+def ingest_unknown(landing: Path, warehouse: Warehouse) -> list[BatchOutcome]:
+    """Batches delivered under a department/dataset that no contract describes: rejected, on record."""
+    known = {c.id for c in load_contracts().values() if not c.is_stream}
+    return [
+        ingest_batch(batch_dir, warehouse)
+        for batch_dir in pending_batches(landing, warehouse)
+        if batch_dir.contract_id not in known
+    ]

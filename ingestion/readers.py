@@ -1,0 +1,247 @@
+"""Reading one batch's parts into a frame of values as delivered.
+
+CSV and JSONL values stay strings here (typing is validation's job, so that a bad value can be shown
+as it was sent); Parquet columns keep their types. Lines that cannot be parsed at all are returned as
+malformed records instead of stopping the batch; bytes that cannot be decoded reject the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ingestion.contract import Contract
+from ingestion.landing import Batch, BatchRejected, PartFile
+
+ROW_NUMBER = "_row_number"
+SOURCE_FILE = "_source_file"
+
+
+@dataclass
+class Malformed:
+    """A record that could not be split into the contract's fields."""
+
+    source_file: str
+    row_number: int | None
+    text: str
+    detail: str
+
+
+@dataclass
+class ReadResult:
+    frame: pl.DataFrame  # contract columns + _row_number + _source_file
+    malformed: list[Malformed]
+
+    @property
+    def records(self) -> int:
+        return self.frame.height + len(self.malformed)
+
+
+def _decode(part: PartFile, encoding: str) -> str:
+    data = part.path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise BatchRejected(
+            "encoding",
+            f"{part.name}: bytes at offset {error.start} (line {line}) are not valid {encoding}; "
+            f"re-export the file in {encoding} as the manifest says",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _check_columns(contract: Contract, delivered: list[str], part: str) -> None:
+    expected = set(contract.column_names)
+    unexpected = [c for c in delivered if c not in expected]
+    missing = [c.name for c in contract.columns if c.required and c.name not in delivered]
+    duplicated = sorted({c for c in delivered if delivered.count(c) > 1})
+    problems = []
+    if missing:
+        problems.append(f"required columns missing: {missing}")
+    if unexpected:
+        problems.append(f"columns not in contract {contract.id} v{contract.version}: {unexpected}")
+    if duplicated:
+        problems.append(f"columns given twice: {duplicated}")
+    if problems:
+        raise BatchRejected(
+            "columns", f"{part}: " + "; ".join(problems) + ". Deliver exactly the contract's columns"
+        )
+
+
+def _complete(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """Add optional columns the delivery left out (as nulls) and put columns in contract order."""
+    missing = [
+        pl.lit(None, dtype=pl.String).alias(c) for c in contract.column_names if c not in frame.columns
+    ]
+    if missing:
+        frame = frame.with_columns(missing)
+    return frame.select([*contract.column_names, ROW_NUMBER, SOURCE_FILE])
+
+
+def _read_csv(part: PartFile, contract: Contract, encoding: str) -> ReadResult:
+    text = _decode(part, encoding)
+    header_line = text.split("\n", 1)[0].rstrip("\r")
+    header = [h.strip() for row in csv.reader([header_line]) for h in row]
+    if not header or header == [""]:
+        if text.strip() == "":
+            return ReadResult(_empty(contract, part.name), [])
+        raise BatchRejected("columns", f"{part.name}: the header row is missing")
+    _check_columns(contract, header, part.name)
+    data = (
+        text.encode("utf-8") if encoding != "utf-8" else part.path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    )
+    bad: list[pacsv.InvalidRow] = []
+
+    def keep_invalid(row: pacsv.InvalidRow) -> str:
+        bad.append(row)
+        return "skip"
+
+    def read(threads: bool) -> pa.Table:
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(use_threads=threads, column_names=header, skip_rows=1),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+
+    try:
+        table = read(threads=True)
+        if bad:  # read again in one thread: only then does Arrow tell the line numbers
+            bad.clear()
+            table = read(threads=False)
+    except pa.ArrowInvalid as error:
+        raise BatchRejected("malformed_file", f"{part.name}: the CSV cannot be parsed ({error})") from None
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    # Physical line numbers of the skipped records (header = line 1) give each good row its record number.
+    bad_records = sorted((row.number or 0) - 1 for row in bad)
+    numbers = _good_row_numbers(frame.height, bad_records)
+    frame = frame.with_columns(
+        pl.Series(ROW_NUMBER, numbers, dtype=pl.Int64), pl.lit(part.name).alias(SOURCE_FILE)
+    )
+    malformed = [
+        Malformed(
+            part.name,
+            (row.number or 0) - 1 or None,
+            row.text,
+            f"line {row.number}: expected {row.expected_columns} fields, found {row.actual_columns}",
+        )
+        for row in bad
+    ]
+    return ReadResult(_complete(frame, contract), malformed)
+
+
+def _good_row_numbers(good: int, bad_records: list[int]) -> pl.Series:
+    if not bad_records:
+        return pl.int_range(1, good + 1, eager=True)
+    total = good + len(bad_records)
+    taken = set(bad_records)
+    return pl.Series([n for n in range(1, total + 1) if n not in taken][:good])
+
+
+def _read_jsonl(part: PartFile, contract: Contract, encoding: str) -> ReadResult:
+    text = _decode(part, encoding)
+    names = contract.column_names
+    allowed = set(names)
+    columns: dict[str, list[str | None]] = {n: [] for n in names}
+    numbers: list[int] = []
+    malformed: list[Malformed] = []
+    unexpected: set[str] = set()
+    record = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        record += 1
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as error:
+            malformed.append(
+                Malformed(part.name, record, line, f"line {record}: not valid JSON ({error.msg})")
+            )
+            continue
+        if not isinstance(obj, dict):
+            malformed.append(Malformed(part.name, record, line, f"line {record}: not a JSON object"))
+            continue
+        unexpected.update(k for k in obj if k not in allowed)
+        numbers.append(record)
+        for name in names:
+            columns[name].append(_json_value(obj.get(name)))
+    if unexpected:
+        raise BatchRejected(
+            "columns",
+            f"{part.name}: fields not in contract {contract.id} v{contract.version}: {sorted(unexpected)}. "
+            "Deliver exactly the contract's fields",
+        )
+    frame = pl.DataFrame(
+        {**columns, ROW_NUMBER: numbers, SOURCE_FILE: [part.name] * len(numbers)},
+        schema={**dict.fromkeys(names, pl.String), ROW_NUMBER: pl.Int64, SOURCE_FILE: pl.String},
+    )
+    return ReadResult(frame, malformed)
+
+
+def _json_value(value: object) -> str | None:
+    """JSON values as the text a CSV would have carried: the validator types them all the same way."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _read_parquet(part: PartFile, contract: Contract) -> ReadResult:
+    try:
+        table = pq.read_table(part.path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise BatchRejected("malformed_file", f"{part.name}: not a readable Parquet file ({error})") from None
+    _check_columns(contract, table.column_names, part.name)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.with_columns(
+        pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(ROW_NUMBER),
+        pl.lit(part.name).alias(SOURCE_FILE),
+    )
+    return ReadResult(_complete(frame, contract), [])
+
+
+def _empty(contract: Contract, part: str) -> pl.DataFrame:
+    schema = {**dict.fromkeys(contract.column_names, pl.String), ROW_NUMBER: pl.Int64, SOURCE_FILE: pl.String}
+    return pl.DataFrame(schema=schema)
+
+
+def read_batch(batch: Batch) -> ReadResult:
+    """All parts of a batch, concatenated, with the row counts checked against the manifest."""
+    frames: list[pl.DataFrame] = []
+    malformed: list[Malformed] = []
+    for part in batch.parts:
+        if part.format == "csv":
+            result = _read_csv(part, batch.contract, batch.encoding)
+        elif part.format == "jsonl":
+            result = _read_jsonl(part, batch.contract, batch.encoding)
+        else:
+            result = _read_parquet(part, batch.contract)
+        if result.records != part.rows:
+            raise BatchRejected(
+                "row_count",
+                f"{part.name} holds {result.records} records but the manifest says {part.rows}: "
+                "the file is incomplete or the manifest is wrong; resend the batch",
+            )
+        frames.append(result.frame)
+        malformed.extend(result.malformed)
+    frame = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    return ReadResult(frame, malformed)

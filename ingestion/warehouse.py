@@ -1,0 +1,77 @@
+"""Where the Delta tables live: a local folder by default, an S3-compatible URI in production.
+
+Every table is addressed as `<root>/<layer>/<path>`, e.g. `bronze/gongan/household_registration` or
+`ops/batch_ledger`. Storage options for object stores come from the usual AWS_* variables, so that
+the same code writes to a folder, to MinIO, to moto in the tests, or to a real bucket.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deltalake import DeltaTable
+
+LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+
+# The tables whose paths other tools rely on (../shared/DESIGN.md).
+BATCH_LEDGER = "ops/batch_ledger"
+QUARANTINE_ROWS = "quarantine/rows"
+QUALITY_RESULTS = "ops/quality_results"
+QUALITY_SCORECARD = "ops/quality_scorecard"
+
+
+def _s3_options_from_env() -> dict[str, str]:
+    names = {
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+        "AWS_REGION": "AWS_REGION",
+        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+    }
+    options = {key: os.environ[env] for env, key in names.items() if os.environ.get(env)}
+    options.setdefault("AWS_REGION", "us-east-1")
+    endpoint = options.get("AWS_ENDPOINT_URL", "")
+    if endpoint.startswith("http://"):
+        options.setdefault("AWS_ALLOW_HTTP", "true")
+    # Single-writer platform: the Delta log is committed without an external lock table.
+    options.setdefault("AWS_S3_ALLOW_UNSAFE_RENAME", "true")
+    return options
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """A warehouse root plus the options needed to reach it."""
+
+    root: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, root: str | Path) -> Warehouse:
+        text = str(root)
+        if "://" in text:
+            options = _s3_options_from_env() if text.startswith(("s3://", "s3a://")) else {}
+            return cls(text.rstrip("/"), options)
+        return cls(str(Path(text).resolve()))
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
+
+    def uri(self, table: str) -> str:
+        """The URI of a table given as `<layer>/<path>`."""
+        layer = table.split("/", 1)[0]
+        if layer not in LAYERS:
+            raise ValueError(f"{table!r} is not under one of the layers {LAYERS}")
+        return f"{self.root}/{table}"
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options or None)
+
+    def table(self, table: str) -> DeltaTable:
+        return DeltaTable(self.uri(table), storage_options=self.storage_options or None)
+
+    def options(self) -> dict[str, str] | None:
+        return self.storage_options or None

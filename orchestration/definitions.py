@@ -1,0 +1,51 @@
+"""All of yiwang's Dagster definitions, merged in one place (workspace.yaml points here).
+
+Each domain builds its own assets, checks, sensors and schedules next to its code; this module only
+collects them and binds the resources from the settings.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job, definitions
+
+from orchestration.dbt_assets import build_dbt_definitions
+from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, new_landing_batches
+from orchestration.quality_assets import quality_assets, quality_checks
+from orchestration.resources import PlatformResource
+from orchestration.settings import Settings
+
+PLATFORM_JOB = "platform_build"
+
+platform_build = define_asset_job(
+    PLATFORM_JOB,
+    selection=AssetSelection.all(),
+    description="Everything: land pending batches, silver, quality, dbt models. What `yiwang run` executes.",
+)
+
+nightly_build = ScheduleDefinition(
+    name="nightly_build",
+    job=platform_build,
+    cron_schedule="30 2 * * *",
+    execution_timezone="Asia/Shanghai",
+    description="The nightly build, after the departments' night exports (02:00 CST).",
+)
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or Settings.from_env()
+    settings.export()
+    dbt_assets, dbt_resources = build_dbt_definitions()
+    return Definitions(
+        assets=[*ingestion_assets(), *quality_assets(), *dbt_assets],
+        asset_checks=[*ingestion_checks(), *quality_checks()],
+        jobs=[platform_build],
+        schedules=[nightly_build],
+        sensors=[new_landing_batches],
+        resources={"platform": PlatformResource.from_settings(settings), **dbt_resources},
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    """The code location's definitions, built from the environment when Dagster loads them."""
+    return build_definitions()

@@ -1,0 +1,184 @@
+"""Bronze and silver assets, one pair per batch contract, plus the sensor that notices new batches.
+
+Bronze lands every pending batch of its contract (quarantine and ledger included); silver applies the
+loaded batches in order. Both are built from the contracts, so adding a contract adds its assets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSelection,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    asset_check,
+    sensor,
+)
+
+from ingestion.bronze import BatchOutcome
+from ingestion.contract import Contract, batch_contracts
+from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
+from ingestion.silver import apply_silver, silver_table
+from orchestration.resources import PlatformResource
+from quality.runner import QualityRecorder
+
+
+def bronze_key(contract: Contract) -> AssetKey:
+    return AssetKey(["bronze", contract.department, contract.dataset])
+
+
+def silver_key(contract: Contract) -> AssetKey:
+    return AssetKey(["silver", contract.department, contract.dataset])
+
+
+def _outcome_metadata(outcomes: list[BatchOutcome]) -> dict[str, object]:
+    counts = Counter(o.status for o in outcomes)
+    rejected = [f"{o.batch_id}: {o.reason}" for o in outcomes if o.status == "rejected"]
+    return {
+        "batches_loaded": counts["loaded"],
+        "batches_rejected": counts["rejected"],
+        "batches_waiting": counts["waiting"],
+        "rows_loaded": sum(o.rows_loaded for o in outcomes),
+        "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
+        "rejections": MetadataValue.md("\n".join(f"- {r}" for r in rejected) or "none"),
+    }
+
+
+def build_bronze_asset(contract: Contract) -> AssetsDefinition:
+    @asset(
+        key=bronze_key(contract),
+        group_name="bronze",
+        description=f"{contract.name}: batches as delivered, typed, with lineage. Restricted layer.",
+        kinds={"delta", "python"},
+        metadata={
+            "contract": f"{contract.id} v{contract.version}",
+            "department": contract.department_label,
+            "cadence": contract.cadence,
+            "primary_key": ", ".join(contract.primary_key),
+        },
+    )
+    def _bronze(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
+        warehouse = platform.get_warehouse()
+        recorder = QualityRecorder(warehouse)
+        outcomes = ingest_contract(
+            contract,
+            platform.landing_path(),
+            warehouse,
+            reject_share=platform.reject_share,
+            as_of=platform.as_of_date(),
+            on_validated=recorder,
+            progress=lambda b: context.log.info(f"landing {contract.id} batch {b.batch_id}"),
+        )
+        for o in outcomes:
+            if o.status == "rejected":
+                context.log.warning(f"{contract.id} {o.batch_id} rejected: {o.reason}")
+        return MaterializeResult(metadata=_outcome_metadata(outcomes))
+
+    return _bronze
+
+
+def build_silver_asset(contract: Contract) -> AssetsDefinition:
+    @asset(
+        key=silver_key(contract),
+        deps=[bronze_key(contract)],
+        group_name="silver",
+        description=f"{contract.name}: current state per {', '.join(contract.primary_key)}, "
+        "sensitive columns as keyed pseudonyms.",
+        kinds={"delta", "python"},
+        metadata={"path": silver_table(contract)},
+    )
+    def _silver(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
+        outcome = apply_silver(contract, platform.get_warehouse(), platform.pseudonymiser(), platform.as_of_date())
+        context.log.info(f"{contract.id}: {outcome.action}, {len(outcome.applied_batches)} batches")
+        return MaterializeResult(
+            metadata={
+                "action": outcome.action,
+                "batches_applied": len(outcome.applied_batches),
+                "rows_written": outcome.rows,
+            }
+        )
+
+    return _silver
+
+
+def build_silver_key_check(contract: Contract):
+    """Silver must hold one row per primary key: a duplicate means a merge went wrong."""
+    sensitive = {c.name for c in contract.sensitive_columns}
+    key = [f"{k}_key" if k in sensitive else k for k in contract.primary_key]
+
+    @asset_check(asset=silver_key(contract), name="primary_key_unique", blocking=False)
+    def _check(platform: PlatformResource) -> AssetCheckResult:
+        import polars as pl
+
+        warehouse = platform.get_warehouse()
+        table = silver_table(contract)
+        if not warehouse.exists(table):
+            return AssetCheckResult(passed=True, metadata={"rows": 0, "note": "no batch loaded yet"})
+        frame = pl.from_arrow(warehouse.table(table).to_pyarrow_table(columns=key))
+        assert isinstance(frame, pl.DataFrame)
+        duplicates = int(frame.is_duplicated().sum())
+        return AssetCheckResult(
+            passed=duplicates == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"rows": frame.height, "duplicate_rows": duplicates},
+        )
+
+    return _check
+
+
+@asset(
+    key=AssetKey(["ops", "unknown_deliveries"]),
+    group_name="ops",
+    description="Batches delivered under a department/dataset that no contract describes: rejected on the ledger.",
+    kinds={"delta"},
+)
+def unknown_deliveries(platform: PlatformResource) -> MaterializeResult:
+    outcomes = ingest_unknown(platform.landing_path(), platform.get_warehouse())
+    return MaterializeResult(metadata=_outcome_metadata(outcomes))
+
+
+def _sensor_target() -> AssetSelection:
+    keys = [k for c in batch_contracts().values() for k in (bronze_key(c), silver_key(c))]
+    return AssetSelection.assets(*keys, unknown_deliveries.key)
+
+
+@sensor(
+    name="new_landing_batches",
+    minimum_interval_seconds=60,
+    target=_sensor_target(),
+    description="Starts a run for the contracts that have new complete batches in the landing zone.",
+)
+def new_landing_batches(context: SensorEvaluationContext, platform: PlatformResource) -> SensorResult | SkipReason:
+    contracts = batch_contracts()
+    ready = [b for b in pending_batches(platform.landing_path(), platform.get_warehouse()) if b.is_complete]
+    if not ready:
+        return SkipReason("no new complete batches")
+    selection: set[AssetKey] = set()
+    for b in ready:
+        contract = contracts.get(b.contract_id)
+        selection.update((bronze_key(contract), silver_key(contract)) if contract else (unknown_deliveries.key,))
+    run_key = hashlib.sha256("|".join(sorted(f"{b.contract_id}/{b.batch_id}" for b in ready)).encode()).hexdigest()
+    return SensorResult(run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))])
+
+
+def ingestion_assets() -> list[AssetsDefinition]:
+    contracts = batch_contracts().values()
+    return [build_bronze_asset(c) for c in contracts] + [build_silver_asset(c) for c in contracts] + [
+        unknown_deliveries
+    ]
+
+
+def ingestion_checks() -> list:
+    return [build_silver_key_check(c) for c in batch_contracts().values()]

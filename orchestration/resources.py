@@ -1,0 +1,44 @@
+"""The one Dagster resource every yiwang asset shares: where things are and the run's parameters."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from ingestion.pseudonym import Pseudonymiser
+from ingestion.warehouse import Warehouse
+from orchestration.settings import Settings
+
+
+class PlatformResource(ConfigurableResource):
+    landing: str
+    warehouse: str
+    reports_dir: str
+    key_file: str
+    reject_share: float = 0.05
+    as_of: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlatformResource:
+        return cls(
+            landing=str(settings.landing),
+            warehouse=settings.warehouse,
+            reports_dir=str(settings.reports_dir),
+            key_file=str(settings.key_file),
+            reject_share=settings.reject_share,
+            as_of=settings.as_of.isoformat() if settings.as_of else None,
+        )
+
+    def get_warehouse(self) -> Warehouse:
+        return Warehouse.at(self.warehouse)
+
+    def landing_path(self) -> Path:
+        return Path(self.landing)
+
+    def as_of_date(self) -> date | None:
+        return date.fromisoformat(self.as_of) if self.as_of else None
+
+    def pseudonymiser(self) -> Pseudonymiser:
+        return Pseudonymiser.from_environment(default_key_file=Path(self.key_file))
