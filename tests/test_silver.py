@@ -1,0 +1,103 @@
+"""Silver current state: snapshot and incremental semantics, late batches, pseudonyms."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ingestion.bronze import ingest_batch
+from ingestion.contract import get_contract
+from ingestion.landing import find_batches
+from ingestion.silver import apply_silver
+from tests.conftest import person, resident_id
+from tests.landing_kit import write_batch
+
+HOUSEHOLDS = get_contract("gongan.household_registration")
+FUND = get_contract("gongjijin.provident_fund")
+
+
+def land(landing, warehouse):
+    return [ingest_batch(b, warehouse) for b in find_batches(landing)]
+
+
+def silver(warehouse, contract) -> pl.DataFrame:
+    return pl.from_arrow(warehouse.table(f"silver/{contract.table_path}").to_pyarrow_table())
+
+
+def fund_row(i: int, period: str, **changes) -> dict:
+    row = {"account_no": f"A{i:04d}", "id_number": resident_id(i), "name": f"职工{i}", "period": period,
+           "monthly_deposit_cny": 800.0, "balance_cny": 10_000.0 + i, "status": "normal"}
+    row.update(changes)
+    return row
+
+
+def test_snapshot_replaces_the_current_state(landing, warehouse, pseudonymiser):
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(10)])
+    land(landing, warehouse)
+    assert apply_silver(HOUSEHOLDS, warehouse, pseudonymiser).action == "replaced"
+    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", [person(i, status="moved_out") for i in range(5, 12)])
+    land(landing, warehouse)
+    outcome = apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
+    assert outcome.action == "replaced" and outcome.applied_batches == ("20261101T020000",)
+    frame = silver(warehouse, HOUSEHOLDS)
+    keys = {pseudonymiser.pseudonym(resident_id(i)) for i in range(5, 12)}
+    assert set(frame["id_number_key"]) == keys  # 0-4 are no longer current
+    assert set(frame["status"]) == {"moved_out"} and set(frame["_batch_id"]) == {"20261101T020000"}
+
+
+def test_incremental_batches_merge_in_batch_order(landing, warehouse, pseudonymiser):
+    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental")
+    land(landing, warehouse)
+    apply_silver(FUND, warehouse, pseudonymiser)
+    write_batch(landing, FUND.id, "20261101T020000", [fund_row(1, "2026-09", name="一"),
+                                                       fund_row(1, "2026-10")], mode="incremental")
+    write_batch(landing, FUND.id, "20261102T020000", [fund_row(1, "2026-09", name="二")], mode="incremental")
+    land(landing, warehouse)
+    outcome = apply_silver(FUND, warehouse, pseudonymiser)
+    assert outcome.action == "merged" and outcome.applied_batches == ("20261101T020000", "20261102T020000")
+    frame = silver(warehouse, FUND)
+    assert frame.height == 7
+    row = frame.filter((pl.col("account_no") == "A0001") & (pl.col("period") == "2026-09")).row(0, named=True)
+    assert row["name"] == "二" and row["_batch_id"] == "20261102T020000"
+    assert apply_silver(FUND, warehouse, pseudonymiser).action == "unchanged"
+
+
+def test_late_batch_rebuilds_in_order(landing, warehouse, pseudonymiser):
+    write_batch(landing, FUND.id, "20261102T020000", [fund_row(1, "2026-09", name="二")], mode="incremental")
+    land(landing, warehouse)
+    apply_silver(FUND, warehouse, pseudonymiser)
+    # An older batch arrives afterwards: it must not overwrite the newer value.
+    write_batch(landing, FUND.id, "20261101T020000", [fund_row(1, "2026-09", name="一"),
+                                                       fund_row(2, "2026-09")], mode="incremental")
+    land(landing, warehouse)
+    assert apply_silver(FUND, warehouse, pseudonymiser).action == "rebuilt"
+    frame = silver(warehouse, FUND).sort("account_no")
+    assert frame["name"].to_list() == ["二", "职工2"]
+
+
+def test_incremental_after_snapshot_then_new_snapshot(landing, warehouse, pseudonymiser):
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(4)])
+    write_batch(landing, HOUSEHOLDS.id, "20261002T020000", [person(9)], mode="incremental")
+    land(landing, warehouse)
+    apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
+    assert silver(warehouse, HOUSEHOLDS).height == 5
+    write_batch(landing, HOUSEHOLDS.id, "20261003T020000", [person(i, name="新") for i in range(4)], mode="incremental")
+    write_batch(landing, HOUSEHOLDS.id, "20261004T020000", [person(1), person(2)])
+    land(landing, warehouse)
+    apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
+    frame = silver(warehouse, HOUSEHOLDS)
+    assert frame.height == 2 and "新" not in frame["name"].to_list()
+
+
+def test_sensitive_values_never_reach_silver(landing, warehouse, pseudonymiser):
+    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental")
+    land(landing, warehouse)
+    apply_silver(FUND, warehouse, pseudonymiser)
+    frame = silver(warehouse, FUND)
+    assert "id_number" not in frame.columns
+    # Incomes and balances are sensitive too: only their keyed form leaves bronze.
+    assert {"monthly_deposit_cny_key", "balance_cny_key"} <= set(frame.columns)
+    assert "monthly_deposit_cny" not in frame.columns and "balance_cny" not in frame.columns
+    text = frame.write_csv()
+    assert not any(resident_id(i) in text for i in range(6))
+    # The same person gets the same key wherever the number appears, and only with the same key.
+    assert frame.sort("account_no")["id_number_key"][0] == pseudonymiser.pseudonym(resident_id(0))
