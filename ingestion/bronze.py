@@ -77,7 +77,9 @@ def ingest_batch(
     return outcome
 
 
-def _reject(warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None) -> None:
+def _reject(
+    warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None
+) -> None:
     try:
         contract: Contract | None = batch.contract if batch else get_contract(batch_dir.contract_id)
     except ValueError:
@@ -177,7 +179,7 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
     loaded = 0 if rejected else validated.good.height
     if loaded:
         table = bronze_table(contract)
-        data = bronze_rows(batch, validated).to_arrow().cast(contract.bronze_schema())
+        data = bronze_rows(batch, validated).rechunk().to_arrow().cast(contract.bronze_schema())
         append_once(
             warehouse,
             table,
@@ -205,4 +207,6 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
             batch_ordinal=batch_ordinal(batch.batch_id),
         ),
     )
-    return BatchOutcome(contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad)
+    return BatchOutcome(
+        contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad
+    )

@@ -127,7 +127,8 @@ def _normalised(column: Column, values: pl.Series) -> pl.Series:
 
 def _present(values: pl.Series) -> pl.Series:
     if values.dtype == pl.String:
-        return values.str.strip_chars(_SPACES).str.len_chars().fill_null(0) > 0
+        # Any non-space character makes a value present; a regex stops at the first one.
+        return values.str.contains(r"[^\s\u3000]").fill_null(False)
     return values.is_not_null()
 
 

@@ -69,7 +69,10 @@ def test_killed_mid_batch_then_rerun_equals_clean_run(tmp_path, kill_before, pse
     crashed = Warehouse.at(tmp_path / "crashed")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.run(
-        [sys.executable, "-c", KILLER, str(landing), crashed.root, kill_before], env=env, cwd=REPO, check=False
+        [sys.executable, "-c", KILLER, str(landing), crashed.root, kill_before],
+        env=env,
+        cwd=REPO,
+        check=False,
     )
     assert child.returncode == -signal.SIGKILL
     # Nothing of the interrupted batch is visible downstream: the ledger does not call it loaded,

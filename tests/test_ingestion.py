@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from ingestion.bronze import ingest_batch
-from ingestion.ledger import read_ledger, read_quarantine
-from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.contract import get_contract
 from ingestion.landing import find_batches
+from ingestion.ledger import read_ledger, read_quarantine
+from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.warehouse import Warehouse
 from tests.conftest import person, resident_id
 from tests.landing_kit import write_batch
@@ -82,7 +82,11 @@ def test_messy_id_forms_are_normalised_not_rejected(landing, warehouse):
         ({"birth_date": "1990-02-30"}, "type", "birth_date"),
         ({"updated_at": "2026-11-01 02:00"}, "type", "updated_at"),
         ({"division_code": "44060500100"}, "pattern", "division_code"),
-        ({"id_number": resident_id(7)[:-1] + ("0" if resident_id(7)[-1] != "0" else "1")}, "check_character", "id_number"),
+        (
+            {"id_number": resident_id(7)[:-1] + ("0" if resident_id(7)[-1] != "0" else "1")},
+            "check_character",
+            "id_number",
+        ),
     ],
 )
 def test_bad_values_go_to_quarantine_with_their_rule(landing, warehouse, change, rule, column):
@@ -106,7 +110,9 @@ def test_range_and_credit_codes(landing, warehouse):
 
     good = good[:17] + uscc.calc_check_digit(good[:17])
     bad_check = good[:17] + ("0" if good[17] != "0" else "1")
-    rows = [{"uscc": good, "tax_year": 2000 + i, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1} for i in range(25)]
+    rows = [
+        {"uscc": good, "tax_year": 2000 + i, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1} for i in range(25)
+    ]
     rows += [
         {"uscc": good, "tax_year": 1980, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1},
         {"uscc": bad_check, "tax_year": 2020, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1},
@@ -114,7 +120,10 @@ def test_range_and_credit_codes(landing, warehouse):
     write_batch(landing, contract, "20260301T000000", rows, mode="incremental")
     land_all(landing, warehouse, reject_share=0.1)
     q = read_quarantine(warehouse).sort("row_number")
-    assert q.select("record_key", "rule").rows() == [(f"{good}|1980", "range"), (f"{bad_check}|2020", "check_character")]
+    assert q.select("record_key", "rule").rows() == [
+        (f"{good}|1980", "range"),
+        (f"{bad_check}|2020", "check_character"),
+    ]
 
 
 def test_duplicate_keys_quarantine_every_copy(landing, warehouse):
@@ -175,9 +184,17 @@ def test_unknown_contract_is_rejected_on_record(landing, warehouse):
     directory.mkdir(parents=True)
     (directory / "part-00000.csv").write_text("a\n1\n")
     (directory / "_manifest.json").write_text(
-        json.dumps({"contract_id": "nobody.secret_list", "contract_version": "1.0.0", "batch_id": "20261101T000000",
-                    "mode": "snapshot", "extracted_at": "2026-11-01T00:00:00+08:00", "encoding": "utf-8",
-                    "files": [{"name": "part-00000.csv", "rows": 1, "sha256": "x"}]})
+        json.dumps(
+            {
+                "contract_id": "nobody.secret_list",
+                "contract_version": "1.0.0",
+                "batch_id": "20261101T000000",
+                "mode": "snapshot",
+                "extracted_at": "2026-11-01T00:00:00+08:00",
+                "encoding": "utf-8",
+                "files": [{"name": "part-00000.csv", "rows": 1, "sha256": "x"}],
+            }
+        )
     )
     (outcome,) = ingest_unknown(landing, warehouse)
     assert outcome.status == "rejected"
@@ -185,7 +202,7 @@ def test_unknown_contract_is_rejected_on_record(landing, warehouse):
 
 
 def test_undecodable_bytes_reject_with_the_line(landing, warehouse):
-    body = "id_number,name\n".encode() + b"440605198001010011,\xff\xfe\n"
+    body = b"id_number,name\n" + b"440605198001010011,\xff\xfe\n"
     header = ",".join(get_contract(HOUSEHOLDS).column_names) + "\n"
     body = header.encode() + b"440605198001010011,\x80\x80\x80,1\n"
     write_batch(landing, HOUSEHOLDS, "20261101T020000", [{}], raw_body=body, encoding="utf-8")
@@ -206,7 +223,9 @@ def test_malformed_csv_line_is_quarantined(landing, warehouse):
     for i in range(30):
         writer.writerow([person(i)[n] or "" for n in names])
     buffer.write("this,line,has,too,few,fields\n")
-    write_batch(landing, HOUSEHOLDS, "20261101T020000", [{}] * 31, raw_body=buffer.getvalue().encode("gb18030"))
+    write_batch(
+        landing, HOUSEHOLDS, "20261101T020000", [{}] * 31, raw_body=buffer.getvalue().encode("gb18030")
+    )
     (outcome,) = land_all(landing, warehouse)
     assert outcome.status == "loaded" and outcome.rows_loaded == 30 and outcome.rows_quarantined == 1
     entry = read_quarantine(warehouse).row(0, named=True)
@@ -217,7 +236,10 @@ def test_malformed_csv_line_is_quarantined(landing, warehouse):
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
-        ([c for c in get_contract(HOUSEHOLDS).column_names if c != "name"], "required columns missing: ['name']"),
+        (
+            [c for c in get_contract(HOUSEHOLDS).column_names if c != "name"],
+            "required columns missing: ['name']",
+        ),
         ([*get_contract(HOUSEHOLDS).column_names, "salary"], "not in contract"),
     ],
 )
@@ -246,15 +268,36 @@ def test_batch_without_manifest_waits(landing, warehouse):
 
 def test_jsonl_and_parquet_contracts(landing, warehouse):
     write_batch(
-        landing, "weijian.death_certificates", "20261101T030000",
-        [{"certificate_no": "C1", "id_number": resident_id(1), "name": "甲", "death_date": "2026-10-01"},
-         {"certificate_no": "C2", "name": "乙", "gender": "2", "birth_date": "1940-01-01", "death_date": "2026-10-02"}],
+        landing,
+        "weijian.death_certificates",
+        "20261101T030000",
+        [
+            {"certificate_no": "C1", "id_number": resident_id(1), "name": "甲", "death_date": "2026-10-01"},
+            {
+                "certificate_no": "C2",
+                "name": "乙",
+                "gender": "2",
+                "birth_date": "1940-01-01",
+                "death_date": "2026-10-02",
+            },
+        ],
         mode="incremental",
     )
     write_batch(
-        landing, "renshe.social_insurance", "20261101T040000",
-        [{"id_number": resident_id(i), "name": "丙", "period": "2026-10", "insurance_type": "pension",
-          "contribution_base_cny": 3200.0 + i, "is_civil_servant": i == 3} for i in range(10)],
+        landing,
+        "renshe.social_insurance",
+        "20261101T040000",
+        [
+            {
+                "id_number": resident_id(i),
+                "name": "丙",
+                "period": "2026-10",
+                "insurance_type": "pension",
+                "contribution_base_cny": 3200.0 + i,
+                "is_civil_servant": i == 3,
+            }
+            for i in range(10)
+        ],
         mode="incremental",
     )
     outcomes = land_all(landing, warehouse)
@@ -266,11 +309,15 @@ def test_jsonl_and_parquet_contracts(landing, warehouse):
 
 
 def test_loading_twice_changes_nothing(landing, warehouse):
-    write_batch(landing, HOUSEHOLDS, "20261101T020000", [person(i) for i in range(30)] + [person(99, gender="7")])
+    write_batch(
+        landing, HOUSEHOLDS, "20261101T020000", [person(i) for i in range(30)] + [person(99, gender="7")]
+    )
     contract = get_contract(HOUSEHOLDS)
     first = ingest_contract(contract, landing, warehouse)
-    versions = {t: warehouse.table(t).version() for t in ("bronze/gongan/household_registration",
-                                                          "quarantine/rows", "ops/batch_ledger")}
+    versions = {
+        t: warehouse.table(t).version()
+        for t in ("bronze/gongan/household_registration", "quarantine/rows", "ops/batch_ledger")
+    }
     second = ingest_contract(contract, landing, warehouse)
     assert [o.status for o in first] == ["loaded"] and second == []
     # Even forcing the same batch through again writes nothing.

@@ -24,8 +24,15 @@ def silver(warehouse, contract) -> pl.DataFrame:
 
 
 def fund_row(i: int, period: str, **changes) -> dict:
-    row = {"account_no": f"A{i:04d}", "id_number": resident_id(i), "name": f"职工{i}", "period": period,
-           "monthly_deposit_cny": 800.0, "balance_cny": 10_000.0 + i, "status": "normal"}
+    row = {
+        "account_no": f"A{i:04d}",
+        "id_number": resident_id(i),
+        "name": f"职工{i}",
+        "period": period,
+        "monthly_deposit_cny": 800.0,
+        "balance_cny": 10_000.0 + i,
+        "status": "normal",
+    }
     row.update(changes)
     return row
 
@@ -34,7 +41,9 @@ def test_snapshot_replaces_the_current_state(landing, warehouse, pseudonymiser):
     write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(10)])
     land(landing, warehouse)
     assert apply_silver(HOUSEHOLDS, warehouse, pseudonymiser).action == "replaced"
-    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", [person(i, status="moved_out") for i in range(5, 12)])
+    write_batch(
+        landing, HOUSEHOLDS.id, "20261101T020000", [person(i, status="moved_out") for i in range(5, 12)]
+    )
     land(landing, warehouse)
     outcome = apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
     assert outcome.action == "replaced" and outcome.applied_batches == ("20261101T020000",)
@@ -45,11 +54,18 @@ def test_snapshot_replaces_the_current_state(landing, warehouse, pseudonymiser):
 
 
 def test_incremental_batches_merge_in_batch_order(landing, warehouse, pseudonymiser):
-    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental")
+    write_batch(
+        landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental"
+    )
     land(landing, warehouse)
     apply_silver(FUND, warehouse, pseudonymiser)
-    write_batch(landing, FUND.id, "20261101T020000", [fund_row(1, "2026-09", name="一"),
-                                                       fund_row(1, "2026-10")], mode="incremental")
+    write_batch(
+        landing,
+        FUND.id,
+        "20261101T020000",
+        [fund_row(1, "2026-09", name="一"), fund_row(1, "2026-10")],
+        mode="incremental",
+    )
     write_batch(landing, FUND.id, "20261102T020000", [fund_row(1, "2026-09", name="二")], mode="incremental")
     land(landing, warehouse)
     outcome = apply_silver(FUND, warehouse, pseudonymiser)
@@ -66,8 +82,13 @@ def test_late_batch_rebuilds_in_order(landing, warehouse, pseudonymiser):
     land(landing, warehouse)
     apply_silver(FUND, warehouse, pseudonymiser)
     # An older batch arrives afterwards: it must not overwrite the newer value.
-    write_batch(landing, FUND.id, "20261101T020000", [fund_row(1, "2026-09", name="一"),
-                                                       fund_row(2, "2026-09")], mode="incremental")
+    write_batch(
+        landing,
+        FUND.id,
+        "20261101T020000",
+        [fund_row(1, "2026-09", name="一"), fund_row(2, "2026-09")],
+        mode="incremental",
+    )
     land(landing, warehouse)
     assert apply_silver(FUND, warehouse, pseudonymiser).action == "rebuilt"
     frame = silver(warehouse, FUND).sort("account_no")
@@ -80,7 +101,13 @@ def test_incremental_after_snapshot_then_new_snapshot(landing, warehouse, pseudo
     land(landing, warehouse)
     apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
     assert silver(warehouse, HOUSEHOLDS).height == 5
-    write_batch(landing, HOUSEHOLDS.id, "20261003T020000", [person(i, name="新") for i in range(4)], mode="incremental")
+    write_batch(
+        landing,
+        HOUSEHOLDS.id,
+        "20261003T020000",
+        [person(i, name="新") for i in range(4)],
+        mode="incremental",
+    )
     write_batch(landing, HOUSEHOLDS.id, "20261004T020000", [person(1), person(2)])
     land(landing, warehouse)
     apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
@@ -89,7 +116,9 @@ def test_incremental_after_snapshot_then_new_snapshot(landing, warehouse, pseudo
 
 
 def test_sensitive_values_never_reach_silver(landing, warehouse, pseudonymiser):
-    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental")
+    write_batch(
+        landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental"
+    )
     land(landing, warehouse)
     apply_silver(FUND, warehouse, pseudonymiser)
     frame = silver(warehouse, FUND)

@@ -1,0 +1,198 @@
+"""Benchmark: validated ingestion of one large contract against a bare `write_deltalake`.
+
+For CSV (gongan.household_registration, GB18030) and Parquet (renshe.social_insurance), N rows
+each: the bare write takes the already-typed Arrow table; validated ingestion starts from the files
+(manifest + sha256, decoding, parsing, ID normalisation and check characters, every contract rule,
+duplicate keys, bronze + quarantine + ledger commits). Target: validated >= 0.5 x bare rows/s.
+
+Run: `make bench` (or `python -m bench.ingestion --rows 1000000`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+from deltalake import write_deltalake
+
+from ingestion.bronze import ingest_batch
+from ingestion.contract import get_contract
+from ingestion.identifiers import _char_matrix, _ric_expected
+from ingestion.landing import find_batches
+from ingestion.warehouse import Warehouse
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+def _pick(values: list, n: int, rng: np.random.Generator) -> pl.Series:
+    return pl.Series(values).gather(rng.integers(0, len(values), n))
+
+
+def resident_ids(n: int, rng: np.random.Generator) -> pl.Series:
+    births = pl.Series(
+        np.datetime64("1930-01-01") + rng.integers(0, 365 * 90, n).astype("timedelta64[D]")
+    ).dt.strftime("%Y%m%d")
+    seq = pl.Series(np.arange(n) % 1000).cast(pl.String).str.zfill(3)
+    # Unique bodies: the sequence rolls over every 1000 rows, so fold the row number into the area code.
+    bodies = pl.Series((np.arange(n) // 1000 % 900 + 100).astype(str)).str.zfill(3).str.slice(0, 3)
+    bodies = "440" + bodies + births + seq
+    checks = _ric_expected(_char_matrix(bodies, 17)).tobytes().decode()
+    return bodies + pl.Series(list(checks))
+
+
+def household_frame(n: int, rng: np.random.Generator) -> pl.DataFrame:
+    ids = resident_ids(n, rng)
+    return pl.DataFrame(
+        {
+            "id_number": ids,
+            "name": _pick(["张伟", "王芳", "李娜", "刘洋", "陈静", "欧阳明"], n, rng),
+            "gender": _pick(["1", "2"], n, rng),
+            "birth_date": ids.str.slice(6, 8).str.strptime(pl.Date, "%Y%m%d"),
+            "household_id": pl.Series(np.arange(n) // 3).cast(pl.String).str.zfill(9),
+            "relation_to_head": _pick(["head", "spouse", "child"], n, rng),
+            "address": _pick(["桂城街道南海大道1号", "大沥镇广佛路8号", None], n, rng),
+            "division_code": pl.Series(440605001001 + rng.integers(0, 50, n)).cast(pl.String),
+            "status": _pick(["normal", "normal", "normal", "moved_out"], n, rng),
+        }
+    ).with_columns(
+        pl.lit(None, dtype=pl.Date).alias("status_date"),
+        pl.lit("2026-11-01T02:00:00+08:00")
+        .str.to_datetime("%+", time_zone="UTC", time_unit="us")
+        .alias("updated_at"),
+    )
+
+
+def insurance_frame(n: int, rng: np.random.Generator) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id_number": resident_ids(n, rng),
+            "name": _pick(["张伟", "王芳", "李娜"], n, rng),
+            "employer_uscc": pl.Series([None] * n, dtype=pl.String),
+            "employer_name": _pick(["佛山市南海区某公司", None], n, rng),
+            "period": pl.Series(["2026-10"] * n),
+            "insurance_type": pl.Series(["pension"] * n),
+            "contribution_base_cny": pl.Series(rng.uniform(2000, 20000, n)).round(2),
+            "is_civil_servant": pl.Series(rng.random(n) < 0.02),
+        }
+    )
+
+
+def _manifest(directory: Path, contract_id: str, batch_id: str, part: Path, rows: int, encoding: str) -> None:
+    digest = hashlib.sha256(part.read_bytes()).hexdigest()
+    (directory / "_manifest.json").write_text(
+        json.dumps(
+            {
+                "contract_id": contract_id,
+                "contract_version": "1.0.0",
+                "batch_id": batch_id,
+                "mode": "snapshot",
+                "extracted_at": "2026-11-01T02:00:00+08:00",
+                "encoding": encoding,
+                "files": [{"name": part.name, "rows": rows, "sha256": digest}],
+            }
+        )
+    )
+
+
+def write_landing(root: Path, contract_id: str, frame: pl.DataFrame) -> Path:
+    contract = get_contract(contract_id)
+    directory = root / contract.source_level / contract.department / contract.dataset / "20261101T020000"
+    directory.mkdir(parents=True)
+    if contract.file_format == "csv":
+        part = directory / "part-00000.csv"
+        text = frame.with_columns(
+            pl.col("updated_at").dt.convert_time_zone("Asia/Shanghai").dt.strftime("%Y-%m-%dT%H:%M:%S+08:00")
+        ).write_csv()
+        part.write_bytes(text.encode(contract.encoding))
+        encoding = contract.encoding
+    else:
+        part = directory / "part-00000.parquet"
+        pq.write_table(frame.to_arrow(), part)
+        encoding = "utf-8"
+    _manifest(directory, contract_id, "20261101T020000", part, frame.height, encoding)
+    return directory
+
+
+def measure(contract_id: str, frame: pl.DataFrame, work: Path) -> dict:
+    contract = get_contract(contract_id)
+    landing = work / "landing"
+    write_landing(landing, contract_id, frame)
+    typed = frame.to_arrow().cast(contract.arrow_schema())
+
+    start = time.perf_counter()
+    write_deltalake(str(work / "bare"), typed, mode="overwrite")
+    bare = time.perf_counter() - start
+
+    warehouse = Warehouse.at(work / "warehouse")
+    (batch,) = find_batches(landing)
+    start = time.perf_counter()
+    outcome = ingest_batch(batch, warehouse)
+    validated = time.perf_counter() - start
+    assert outcome.status == "loaded" and outcome.rows_loaded == frame.height, outcome
+    return {
+        "contract": contract_id,
+        "format": contract.file_format,
+        "rows": frame.height,
+        "bare_s": bare,
+        "validated_s": validated,
+        "bare_rows_s": frame.height / bare,
+        "validated_rows_s": frame.height / validated,
+        "ratio": bare / validated,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    rng = np.random.default_rng(7)
+    results = []
+    for contract_id, build in (
+        ("gongan.household_registration", household_frame),
+        ("renshe.social_insurance", insurance_frame),
+    ):
+        frame = build(args.rows, rng)
+        work = Path(tempfile.mkdtemp(prefix="yiwang-bench-"))
+        try:
+            results.append(measure(contract_id, frame, work))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    lines = [
+        f"| {date.today()} | {r['contract']} ({r['format']}) | {r['rows']:,} | {r['bare_rows_s']:,.0f} "
+        f"({r['bare_s']:.2f} s) | {r['validated_rows_s']:,.0f} ({r['validated_s']:.2f} s) | {r['ratio']:.2f} | "
+        f"{'met' if r['ratio'] >= 0.5 else 'NOT met'} |"
+        for r in results
+    ]
+    print("\n".join(lines))
+    if not args.no_record:
+        _record(lines)
+
+
+def _record(lines: list[str]) -> None:
+    header = "## Validated ingestion vs bare write_deltalake (issue 2)\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    if header not in text:
+        text += (
+            f"\n{header}\nBaseline: bare `write_deltalake` of the same typed Arrow table (the limit). "
+            "Target: validated ingestion at >= 0.5 x the bare rows/s. 2 cores.\n\n"
+            "| date | contract | rows | bare rows/s | validated rows/s | ratio | target |\n|---|---|---|---|---|---|---|\n"
+        )
+    start = text.index(header)
+    end = text.find("\n## ", start + len(header))
+    section = text[start:] if end < 0 else text[start:end]
+    updated = section.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    RESULTS.write_text(text.replace(section, updated))
+
+
+if __name__ == "__main__":
+    main()
