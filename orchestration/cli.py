@@ -96,7 +96,11 @@ def _execute(settings) -> bool:
     job = defs.resolve_job_def(PLATFORM_JOB)
     instance = DagsterInstance.get() if _has_dagster_home() else DagsterInstance.ephemeral()
     with console.status("running the platform job in process…"):
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
     for event in result.all_events:
         if event.is_step_failure:
             console.print(f"[red]step failed:[/] {event.step_key}: {event.event_specific_data.error.message}")

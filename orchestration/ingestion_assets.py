@@ -4,13 +4,13 @@ Bronze lands every pending batch of its contract (quarantine and ledger included
 loaded batches in order. Both are built from the contracts, so adding a contract adds its assets.
 """
 
-from __future__ import annotations
 
 import hashlib
 from collections import Counter
 
 from dagster import (
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
@@ -115,7 +115,7 @@ def build_silver_asset(contract: Contract) -> AssetsDefinition:
     return _silver
 
 
-def build_silver_key_check(contract: Contract):
+def build_silver_key_check(contract: Contract) -> AssetChecksDefinition:
     """Silver must hold one row per primary key: a duplicate means a merge went wrong."""
     sensitive = {c.name for c in contract.sensitive_columns}
     key = [f"{k}_key" if k in sensitive else k for k in contract.primary_key]

@@ -1,6 +1,5 @@
 """Quality products for data officers: the per-department scorecard and the Data Docs site."""
 
-from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
@@ -29,7 +28,11 @@ def quality_scorecard(platform: PlatformResource) -> MaterializeResult:
     scorecard = build_scorecard(platform.get_warehouse(), as_of)
     picture = render_scorecard_png(scorecard, Path(platform.reports_dir) / "quality_scorecard.png")
     return MaterializeResult(
-        metadata={"departments": scorecard.height, "as_of": as_of.isoformat(), "picture": MetadataValue.path(str(picture))}
+        metadata={
+            "departments": scorecard.height,
+            "as_of": as_of.isoformat(),
+            "picture": MetadataValue.path(str(picture)),
+        }
     )
 
 

@@ -1,0 +1,236 @@
+"""Dagster wiring of the dbt project (dbt_project/): staging views over silver, later marts.
+
+What the merge in orchestration/definitions.py needs:
+
+    from orchestration.dbt_assets import build_dbt_definitions
+    dbt_assets_list, dbt_resources = build_dbt_definitions()   # ([AssetsDefinition], {"dbt": DbtCliResource})
+
+- Every dbt source maps to the silver asset `["silver", department, dataset]`, so staging models hang
+  below the silver assets in the asset graph. Models keep dagster-dbt's default key, `[schema, model]`,
+  e.g. `["staging", "stg_gongan__household_registration"]`, and are grouped by their folder under
+  models/ (`staging`, later `intermediate`, `marts`).
+- dbt tests become asset checks of the model they test (dagster-dbt's default).
+- dbt sources carry the silver path in their meta, rendered from YIWANG_WAREHOUSE when dbt parses.
+  `ensure_manifest()` re-parses whenever the manifest was parsed for another warehouse or the project
+  changed, because `DbtProject.prepare_if_dev()` only parses under `dagster dev`.
+- A silver table that does not exist yet is staged as an empty view (the project's dbt-duckdb plugin,
+  dbt_project/plugins/yiwang_silver.py), so a partial landing zone builds; the op logs which are missing.
+
+Environment: YIWANG_WAREHOUSE (default `<repo>/.yiwang/warehouse`), YIWANG_DUCKDB (default
+`<repo>/.yiwang/yiwang.duckdb`). Both are made absolute before dbt sees them: dbt runs in dbt_project/.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the real type of the op's `context` parameter.
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from ingestion.warehouse import Warehouse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DEFAULT_WAREHOUSE = REPO_ROOT / ".yiwang" / "warehouse"
+DEFAULT_DUCKDB = REPO_ROOT / ".yiwang" / "yiwang.duckdb"
+DBT_RESOURCE_KEY = "dbt"
+
+# Files whose change makes a parsed manifest stale (the generated staging files are among them).
+_PROJECT_INPUTS = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests", "seeds", "snapshots")
+
+
+def dbt_project() -> DbtProject:
+    """The dbt project, its profiles.yml inside it (jaffle_shop style)."""
+    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def warehouse_root() -> str:
+    """The warehouse root from YIWANG_WAREHOUSE, absolute (local) or without a trailing slash (s3://)."""
+    return Warehouse.at(os.environ.get("YIWANG_WAREHOUSE") or DEFAULT_WAREHOUSE).root
+
+
+def duckdb_path() -> Path:
+    """The DuckDB file that dbt builds; its folder is created so that DuckDB can create the file."""
+    path = Path(os.environ.get("YIWANG_DUCKDB") or DEFAULT_DUCKDB).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def dbt_environment(warehouse: str | None = None) -> dict[str, str]:
+    """The variables the dbt profile and sources read, all absolute."""
+    return {
+        "YIWANG_WAREHOUSE": warehouse or warehouse_root(),
+        "YIWANG_DUCKDB": str(duckdb_path()),
+        "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
+    }
+
+
+@contextmanager
+def exported(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block.
+
+    DbtCliResource starts dbt with a copy of os.environ and takes no env argument, so this is how
+    the absolute paths reach the dbt process; the previous values come back afterwards.
+    """
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- the manifest -------------------------------------------------------------------------------
+
+
+def manifest_warehouse(manifest: Mapping[str, Any]) -> str | None:
+    """The warehouse root a manifest was parsed for, read back from its sources' silver paths."""
+    for source in manifest.get("sources", {}).values():
+        path = (source.get("meta") or {}).get("delta_table_path")
+        marker = f"/silver/{source['source_name']}/{source['name']}"
+        if path and path.endswith(marker):
+            return path[: -len(marker)]
+    return None
+
+
+def _newest_input_mtime(project_dir: Path) -> float:
+    newest = 0.0
+    for name in _PROJECT_INPUTS:
+        path = project_dir / name
+        if path.is_file():
+            newest = max(newest, path.stat().st_mtime)
+        elif path.is_dir():
+            for item in path.rglob("*"):
+                newest = max(newest, item.stat().st_mtime)
+    return newest
+
+
+def manifest_is_current(project: DbtProject, warehouse: str) -> bool:
+    """True when manifest.json exists, was parsed for `warehouse` and is newer than the project files."""
+    path = project.manifest_path
+    if not path.exists() or path.stat().st_mtime < _newest_input_mtime(project.project_dir):
+        return False
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    return manifest_warehouse(manifest) == warehouse
+
+
+def _dbt_executable() -> str:
+    beside_python = Path(sys.executable).with_name("dbt")
+    return str(beside_python) if beside_python.exists() else shutil.which("dbt") or "dbt"
+
+
+def parse_dbt_project(project: DbtProject, warehouse: str) -> float:
+    """Run `dbt parse` for `warehouse`; returns the seconds it took (about 6 s cold on 2 cores)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [_dbt_executable(), "parse", "--quiet", "--target-path", str(project.target_path)],
+        cwd=project.project_dir,
+        env={**os.environ, **dbt_environment(warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt parse failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return time.monotonic() - started
+
+
+@contextmanager
+def _parse_lock(project: DbtProject) -> Iterator[None]:
+    """Serialise parses: `dagster dev` loads the definitions in several processes at once."""
+    lock_path = project.project_dir / project.target_path / ".parse.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_manifest(project: DbtProject | None = None, warehouse: str | None = None) -> Path:
+    """A manifest.json parsed for the current warehouse: re-parse only when it is missing or stale."""
+    project = project or dbt_project()
+    warehouse = warehouse or warehouse_root()
+    if manifest_is_current(project, warehouse):
+        return project.manifest_path
+    with _parse_lock(project):
+        if not manifest_is_current(project, warehouse):
+            parse_dbt_project(project, warehouse)
+    return project.manifest_path
+
+
+# --- assets -------------------------------------------------------------------------------------
+
+
+class YiwangDbtTranslator(DagsterDbtTranslator):
+    """Sources are the silver assets; models are grouped by their layer folder."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return AssetKey(["silver", dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn") or []
+        if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2:
+            return fqn[1]  # ["yiwang", "staging", "stg_..."] -> "staging"
+        return super().get_group_name(dbt_resource_props)
+
+
+def missing_silver_tables(manifest: Mapping[str, Any], warehouse: str) -> list[str]:
+    """`department/dataset` of every source whose silver Delta table does not exist yet."""
+    store = Warehouse.at(warehouse)
+    tables = sorted(f"{s['source_name']}/{s['name']}" for s in manifest.get("sources", {}).values())
+    return [table for table in tables if not store.exists(f"silver/{table}")]
+
+
+def make_dbt_assets(manifest_path: Path, project: DbtProject | None = None) -> AssetsDefinition:
+    """The @dbt_assets over every model of the manifest; `dbt build` runs models and their tests."""
+    project = project or dbt_project()
+    manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+
+    @dbt_assets(
+        manifest=manifest,
+        project=project,
+        dagster_dbt_translator=YiwangDbtTranslator(),
+        name="yiwang_dbt",
+    )
+    def yiwang_dbt(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        environment = dbt_environment()
+        missing = missing_silver_tables(manifest, environment["YIWANG_WAREHOUSE"])
+        if missing:
+            context.log.warning(f"silver tables not there yet, staged as empty: {', '.join(missing)}")
+        with exported(environment):
+            invocation = dbt.cli(["build"], context=context)  # starts the dbt process with this env
+        yield from invocation.stream()
+
+    return yiwang_dbt
+
+
+def dbt_resource(project: DbtProject | None = None) -> DbtCliResource:
+    # The dbt beside this Python: a virtual environment that is not activated is not on PATH.
+    return DbtCliResource(project_dir=project or dbt_project(), dbt_executable=_dbt_executable())
+
+
+def build_dbt_definitions() -> tuple[list[AssetsDefinition], dict[str, DbtCliResource]]:
+    """The dbt assets and the resources they need, for orchestration/definitions.py to merge.
+
+    Parses the dbt project first when its manifest is missing or was parsed for another warehouse.
+    """
+    project = dbt_project()
+    manifest_path = ensure_manifest(project)
+    return [make_dbt_assets(manifest_path, project)], {DBT_RESOURCE_KEY: dbt_resource(project)}
