@@ -40,7 +40,7 @@ def quality_scorecard(platform: PlatformResource) -> MaterializeResult:
     key=AssetKey(["ops", "quality_data_docs"]),
     deps=_ALL_BRONZE,
     group_name="quality",
-    description="Great Expectations Data Docs (static HTML) over every batch's validation results.",
+    description="Quality docs: static, self-contained HTML over every batch's Great Expectations results.",
     kinds={"html"},
 )
 def quality_data_docs(platform: PlatformResource) -> MaterializeResult:
