@@ -38,9 +38,9 @@ def _pick(values: list, n: int, rng: np.random.Generator) -> pl.Series:
 
 
 def resident_ids(n: int, rng: np.random.Generator) -> pl.Series:
-    births = pl.Series(
-        np.datetime64("1930-01-01") + rng.integers(0, 365 * 90, n).astype("timedelta64[D]")
-    ).dt.strftime("%Y%m%d")
+    births = pl.Series(np.datetime64("1930-01-01") + rng.integers(0, 365 * 90, n).astype("timedelta64[D]")).dt.strftime(
+        "%Y%m%d"
+    )
     seq = pl.Series(np.arange(n) % 1000).cast(pl.String).str.zfill(3)
     # Unique bodies: the sequence rolls over every 1000 rows, so fold the row number into the area code.
     bodies = pl.Series((np.arange(n) // 1000 % 900 + 100).astype(str)).str.zfill(3).str.slice(0, 3)
@@ -65,9 +65,7 @@ def household_frame(n: int, rng: np.random.Generator) -> pl.DataFrame:
         }
     ).with_columns(
         pl.lit(None, dtype=pl.Date).alias("status_date"),
-        pl.lit("2026-11-01T02:00:00+08:00")
-        .str.to_datetime("%+", time_zone="UTC", time_unit="us")
-        .alias("updated_at"),
+        pl.lit("2026-11-01T02:00:00+08:00").str.to_datetime("%+", time_zone="UTC", time_unit="us").alias("updated_at"),
     )
 
 
@@ -185,7 +183,8 @@ def _record(lines: list[str]) -> None:
         text += (
             f"\n{header}\nBaseline: bare `write_deltalake` of the same typed Arrow table (the limit). "
             "Target: validated ingestion at >= 0.5 x the bare rows/s. 2 cores.\n\n"
-            "| date | contract | rows | bare rows/s | validated rows/s | ratio | target |\n|---|---|---|---|---|---|---|\n"
+            "| date | contract | rows | bare rows/s | validated rows/s | ratio | target |\n"
+            "|---|---|---|---|---|---|---|\n"
         )
     start = text.index(header)
     end = text.find("\n## ", start + len(header))

@@ -77,9 +77,7 @@ def ingest_batch(
     return outcome
 
 
-def _reject(
-    warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None
-) -> None:
+def _reject(warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None) -> None:
     try:
         contract: Contract | None = batch.contract if batch else get_contract(batch_dir.contract_id)
     except ValueError:
@@ -207,6 +205,4 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
             batch_ordinal=batch_ordinal(batch.batch_id),
         ),
     )
-    return BatchOutcome(
-        contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad
-    )
+    return BatchOutcome(contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad)

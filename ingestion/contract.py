@@ -29,9 +29,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
-RESIDENT_ID_PATTERN = (
-    r"^[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9X]$"
-)
+RESIDENT_ID_PATTERN = r"^[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9X]$"
 CREDIT_CODE_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
 
 
@@ -135,9 +133,7 @@ class Contract:
 
     @property
     def primary_key(self) -> tuple[str, ...]:
-        keyed = sorted(
-            (c for c in self.columns if c.primary_key_position), key=lambda c: c.primary_key_position
-        )
+        keyed = sorted((c for c in self.columns if c.primary_key_position), key=lambda c: c.primary_key_position)
         return tuple(c.name for c in keyed)
 
     @property

@@ -116,9 +116,7 @@ def sha256_of(path: Path) -> str:
 
 def _parse_extracted_at(value: object) -> datetime:
     if not isinstance(value, str):
-        raise BatchRejected(
-            "manifest", f"extracted_at {value!r} is not an ISO 8601 timestamp; resend the manifest"
-        )
+        raise BatchRejected("manifest", f"extracted_at {value!r} is not an ISO 8601 timestamp; resend the manifest")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -135,9 +133,7 @@ def read_manifest(batch_dir: BatchDir) -> dict:
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BatchRejected(
-            "manifest", f"_manifest.json is not valid UTF-8 JSON ({error}); resend it"
-        ) from None
+        raise BatchRejected("manifest", f"_manifest.json is not valid UTF-8 JSON ({error}); resend it") from None
     if not isinstance(manifest, dict):
         raise BatchRejected("manifest", "_manifest.json is not a JSON object; resend it")
     return manifest
@@ -196,9 +192,7 @@ def open_batch(batch_dir: BatchDir, verify_checksums: bool = True) -> Batch:
     )
 
 
-def _check_parts(
-    batch_dir: BatchDir, contract: Contract, files: object, verify: bool
-) -> tuple[PartFile, ...]:
+def _check_parts(batch_dir: BatchDir, contract: Contract, files: object, verify: bool) -> tuple[PartFile, ...]:
     if not isinstance(files, list) or not files:
         raise BatchRejected("manifest", "the manifest lists no files")
     parts: list[PartFile] = []
@@ -208,9 +202,7 @@ def _check_parts(
         name = str(entry["name"])
         path = batch_dir.path / name
         if "/" in name or "\\" in name or not path.is_file():
-            raise BatchRejected(
-                "missing_part", f"part {name!r} named in the manifest is missing; resend the batch"
-            )
+            raise BatchRejected("missing_part", f"part {name!r} named in the manifest is missing; resend the batch")
         fmt = FORMATS.get(path.suffix.lower())
         if fmt != contract.file_format:
             raise BatchRejected(
@@ -234,9 +226,7 @@ def _check_parts(
         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".") and p.name not in listed
     )
     if extra:
-        raise BatchRejected(
-            "unlisted_part", f"files {extra} are not listed in the manifest; resend the batch"
-        )
+        raise BatchRejected("unlisted_part", f"files {extra} are not listed in the manifest; resend the batch")
     return tuple(parts)
 
 

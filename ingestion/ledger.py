@@ -104,9 +104,7 @@ def append_once(warehouse: Warehouse, table: str, data: pa.Table, app_id: str, *
 def write_ledger(warehouse: Warehouse, entry: LedgerEntry) -> None:
     row = {f.name: [getattr(entry, f.name)] for f in LEDGER_SCHEMA}
     table = pa.Table.from_pydict(row, schema=LEDGER_SCHEMA)
-    append_once(
-        warehouse, BATCH_LEDGER, table, batch_transaction(BATCH_LEDGER, entry.contract_id, entry.batch_id)
-    )
+    append_once(warehouse, BATCH_LEDGER, table, batch_transaction(BATCH_LEDGER, entry.contract_id, entry.batch_id))
 
 
 def write_quarantine(warehouse: Warehouse, contract_id: str, batch_id: str, rows: pl.DataFrame) -> None:

@@ -45,9 +45,7 @@ def ingest_contract(
         if progress:
             progress(batch_dir)
         outcomes.append(
-            ingest_batch(
-                batch_dir, warehouse, reject_share=reject_share, as_of=as_of, on_validated=on_validated
-            )
+            ingest_batch(batch_dir, warehouse, reject_share=reject_share, as_of=as_of, on_validated=on_validated)
         )
     return outcomes
 

@@ -71,16 +71,12 @@ def _check_columns(contract: Contract, delivered: list[str], part: str) -> None:
     if duplicated:
         problems.append(f"columns given twice: {duplicated}")
     if problems:
-        raise BatchRejected(
-            "columns", f"{part}: " + "; ".join(problems) + ". Deliver exactly the contract's columns"
-        )
+        raise BatchRejected("columns", f"{part}: " + "; ".join(problems) + ". Deliver exactly the contract's columns")
 
 
 def _complete(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     """Add optional columns the delivery left out (as nulls) and put columns in contract order."""
-    missing = [
-        pl.lit(None, dtype=pl.String).alias(c) for c in contract.column_names if c not in frame.columns
-    ]
+    missing = [pl.lit(None, dtype=pl.String).alias(c) for c in contract.column_names if c not in frame.columns]
     if missing:
         frame = frame.with_columns(missing)
     return frame.select([*contract.column_names, ROW_NUMBER, SOURCE_FILE])
@@ -95,9 +91,7 @@ def _read_csv(part: PartFile, contract: Contract, encoding: str) -> ReadResult:
             return ReadResult(_empty(contract, part.name), [])
         raise BatchRejected("columns", f"{part.name}: the header row is missing")
     _check_columns(contract, header, part.name)
-    data = (
-        text.encode("utf-8") if encoding != "utf-8" else part.path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    )
+    data = text.encode("utf-8") if encoding != "utf-8" else part.path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     bad: list[pacsv.InvalidRow] = []
 
     def keep_invalid(row: pacsv.InvalidRow) -> str:
@@ -128,9 +122,7 @@ def _read_csv(part: PartFile, contract: Contract, encoding: str) -> ReadResult:
     # Physical line numbers of the skipped records (header = line 1) give each good row its record number.
     bad_records = sorted((row.number or 0) - 1 for row in bad)
     numbers = _good_row_numbers(frame.height, bad_records)
-    frame = frame.with_columns(
-        pl.Series(ROW_NUMBER, numbers, dtype=pl.Int64), pl.lit(part.name).alias(SOURCE_FILE)
-    )
+    frame = frame.with_columns(pl.Series(ROW_NUMBER, numbers, dtype=pl.Int64), pl.lit(part.name).alias(SOURCE_FILE))
     malformed = [
         Malformed(
             part.name,
@@ -167,9 +159,7 @@ def _read_jsonl(part: PartFile, contract: Contract, encoding: str) -> ReadResult
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as error:
-            malformed.append(
-                Malformed(part.name, record, line, f"line {record}: not valid JSON ({error.msg})")
-            )
+            malformed.append(Malformed(part.name, record, line, f"line {record}: not valid JSON ({error.msg})"))
             continue
         if not isinstance(obj, dict):
             malformed.append(Malformed(part.name, record, line, f"line {record}: not a JSON object"))

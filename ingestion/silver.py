@@ -60,9 +60,7 @@ def _bronze_rows(warehouse: Warehouse, contract: Contract, batch_ids: list[str])
 
 def _current(frame: pl.DataFrame, contract: Contract, order: dict[str, int]) -> pl.DataFrame:
     """Per primary key, the row of the latest batch."""
-    ranked = frame.with_columns(
-        pl.col("_batch_id").replace_strict(order, return_dtype=pl.Int64).alias("_ord")
-    )
+    ranked = frame.with_columns(pl.col("_batch_id").replace_strict(order, return_dtype=pl.Int64).alias("_ord"))
     return ranked.sort("_ord").unique(subset=list(contract.primary_key), keep="last").drop("_ord")
 
 
@@ -78,13 +76,9 @@ def apply_silver(
 ) -> SilverOutcome:
     """Bring `silver/<department>/<dataset>` up to the last loaded batch."""
     table = silver_table(contract)
-    ledger = read_ledger(warehouse).filter(
-        (pl.col("contract_id") == contract.id) & (pl.col("status") == "loaded")
-    )
+    ledger = read_ledger(warehouse).filter((pl.col("contract_id") == contract.id) & (pl.col("status") == "loaded"))
     if as_of is not None:
-        ledger = ledger.filter(
-            pl.col("extracted_at").dt.convert_time_zone("Asia/Shanghai").dt.date() <= as_of
-        )
+        ledger = ledger.filter(pl.col("extracted_at").dt.convert_time_zone("Asia/Shanghai").dt.date() <= as_of)
     ledger = ledger.sort("batch_ordinal")
     if ledger.height == 0:
         return SilverOutcome(contract.id, (), "unchanged", 0)

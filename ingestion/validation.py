@@ -154,16 +154,8 @@ def _column_checks(column: Column, raw: pl.Series, typed: pl.Series) -> dict[str
         as_text = typed if typed.dtype == pl.String else typed.cast(pl.String)
         checks["allowed_values"] = has_value & ~as_text.is_in(list(column.allowed_values))
     if column.minimum is not None or column.maximum is not None:
-        low = (
-            typed < column.minimum
-            if column.minimum is not None
-            else pl.repeat(False, typed.len(), eager=True)
-        )
-        high = (
-            typed > column.maximum
-            if column.maximum is not None
-            else pl.repeat(False, typed.len(), eager=True)
-        )
+        low = typed < column.minimum if column.minimum is not None else pl.repeat(False, typed.len(), eager=True)
+        high = typed > column.maximum if column.maximum is not None else pl.repeat(False, typed.len(), eager=True)
         checks["range"] = has_value & (low.fill_null(False) | high.fill_null(False))
     return {rule: mask.fill_null(False) for rule, mask in checks.items()}
 
@@ -178,14 +170,8 @@ def _detail(column: Column, rule: str, raw: object, value: object) -> str:
     if rule == "pattern":
         return f"{name} = {shown} does not match the pattern {column.pattern} ({column.description})"
     if rule == "check_character":
-        what = (
-            "ID number (ISO 7064 MOD 11-2)"
-            if column.identifier_kind == "resident_id"
-            else "credit code (GB 32100)"
-        )
-        return (
-            f"{name} = {shown}: the check character of this {what} is wrong; correct the number at the source"
-        )
+        what = "ID number (ISO 7064 MOD 11-2)" if column.identifier_kind == "resident_id" else "credit code (GB 32100)"
+        return f"{name} = {shown}: the check character of this {what} is wrong; correct the number at the source"
     if rule == "allowed_values":
         return f"{name} = {shown} is not one of {list(column.allowed_values or ())}"
     if rule == "range":

@@ -12,9 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    help="yiwang: the 一网统管 · 一网共享 lakehouse.", no_args_is_help=True, add_completion=False
-)
+app = typer.Typer(help="yiwang: the 一网统管 · 一网共享 lakehouse.", no_args_is_help=True, add_completion=False)
 console = Console()
 
 DEFAULT_DEMO_SCALE = 1.0
@@ -44,18 +42,10 @@ def _landing_is_empty(landing: Path) -> bool:
 @app.command("run")
 def run(
     landing: Path | None = typer.Option(None, "--landing", help="Landing zone (default: the embedded demo)."),
-    warehouse: str | None = typer.Option(
-        None, "--warehouse", help="Warehouse root: a folder or s3://bucket/prefix."
-    ),
-    as_of: str | None = typer.Option(
-        None, "--as-of", help="YYYY-MM-DD: only batches extracted by then count."
-    ),
-    reject_share: float | None = typer.Option(
-        None, "--reject-share", help="Reject a batch above this bad share."
-    ),
-    demo_scale: float = typer.Option(
-        DEFAULT_DEMO_SCALE, "--demo-scale", help="Scale of generated demo data."
-    ),
+    warehouse: str | None = typer.Option(None, "--warehouse", help="Warehouse root: a folder or s3://bucket/prefix."),
+    as_of: str | None = typer.Option(None, "--as-of", help="YYYY-MM-DD: only batches extracted by then count."),
+    reject_share: float | None = typer.Option(None, "--reject-share", help="Reject a batch above this bad share."),
+    demo_scale: float = typer.Option(DEFAULT_DEMO_SCALE, "--demo-scale", help="Scale of generated demo data."),
 ) -> None:
     """Materialise every batch asset in process and print what happened."""
     from orchestration.settings import Settings
@@ -81,9 +71,7 @@ def run(
     ok = _execute(settings)
     _print_summary(settings, started, time.perf_counter() - clock)
     if not ok:
-        console.print(
-            "[red]The platform run failed (see the errors above); bad data alone never does this.[/]"
-        )
+        console.print("[red]The platform run failed (see the errors above); bad data alone never does this.[/]")
         raise typer.Exit(1)
 
 

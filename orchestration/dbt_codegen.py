@@ -90,9 +90,7 @@ def model_name(contract: Contract) -> str:
 
 def silver_key_columns(contract: Contract) -> tuple[str, ...]:
     """The primary key as it is spelled in silver (a sensitive key column becomes `<name>_key`)."""
-    return tuple(
-        f"{name}_key" if contract.column(name).is_sensitive else name for name in contract.primary_key
-    )
+    return tuple(f"{name}_key" if contract.column(name).is_sensitive else name for name in contract.primary_key)
 
 
 def _contract_column_for(contract: Contract, silver_name: str) -> Column | None:
@@ -306,12 +304,8 @@ def check_dbt_sources(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="report drift instead of writing; exit 1 on drift"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="report drift instead of writing; exit 1 on drift")
     parser.add_argument("--project-dir", type=Path, default=DBT_PROJECT_DIR)
     args = parser.parse_args(argv)
     if args.check:

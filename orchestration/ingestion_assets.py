@@ -4,7 +4,6 @@ Bronze lands every pending batch of its contract (quarantine and ledger included
 loaded batches in order. Both are built from the contracts, so adding a contract adds its assets.
 """
 
-
 import hashlib
 from collections import Counter
 
@@ -100,9 +99,7 @@ def build_silver_asset(contract: Contract) -> AssetsDefinition:
         metadata={"path": silver_table(contract)},
     )
     def _silver(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
-        outcome = apply_silver(
-            contract, platform.get_warehouse(), platform.pseudonymiser(), platform.as_of_date()
-        )
+        outcome = apply_silver(contract, platform.get_warehouse(), platform.pseudonymiser(), platform.as_of_date())
         context.log.info(f"{contract.id}: {outcome.action}, {len(outcome.applied_batches)} batches")
         return MaterializeResult(
             metadata={
@@ -162,9 +159,7 @@ def _sensor_target() -> AssetSelection:
     target=_sensor_target(),
     description="Starts a run for the contracts that have new complete batches in the landing zone.",
 )
-def new_landing_batches(
-    context: SensorEvaluationContext, platform: PlatformResource
-) -> SensorResult | SkipReason:
+def new_landing_batches(context: SensorEvaluationContext, platform: PlatformResource) -> SensorResult | SkipReason:
     contracts = batch_contracts()
     ready = [b for b in pending_batches(platform.landing_path(), platform.get_warehouse()) if b.is_complete]
     if not ready:
@@ -172,23 +167,15 @@ def new_landing_batches(
     selection: set[AssetKey] = set()
     for b in ready:
         contract = contracts.get(b.contract_id)
-        selection.update(
-            (bronze_key(contract), silver_key(contract)) if contract else (unknown_deliveries.key,)
-        )
-    run_key = hashlib.sha256(
-        "|".join(sorted(f"{b.contract_id}/{b.batch_id}" for b in ready)).encode()
-    ).hexdigest()
-    return SensorResult(
-        run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))]
-    )
+        selection.update((bronze_key(contract), silver_key(contract)) if contract else (unknown_deliveries.key,))
+    run_key = hashlib.sha256("|".join(sorted(f"{b.contract_id}/{b.batch_id}" for b in ready)).encode()).hexdigest()
+    return SensorResult(run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))])
 
 
 def ingestion_assets() -> list[AssetsDefinition]:
     contracts = batch_contracts().values()
     return (
-        [build_bronze_asset(c) for c in contracts]
-        + [build_silver_asset(c) for c in contracts]
-        + [unknown_deliveries]
+        [build_bronze_asset(c) for c in contracts] + [build_silver_asset(c) for c in contracts] + [unknown_deliveries]
     )
 
 

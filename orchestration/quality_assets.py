@@ -1,6 +1,5 @@
 """Quality products for data officers: the per-department scorecard and the Data Docs site."""
 
-
 from datetime import date
 from pathlib import Path
 

@@ -56,9 +56,7 @@ def write_batch(
             path.write_bytes(buffer.getvalue().encode(encoding))
             count = len(chunk)
         elif contract.file_format == "jsonl":
-            text = "".join(
-                json.dumps({c: row.get(c) for c in names}, ensure_ascii=False) + "\n" for row in chunk
-            )
+            text = "".join(json.dumps({c: row.get(c) for c in names}, ensure_ascii=False) + "\n" for row in chunk)
             path.write_bytes(text.encode(encoding))
             count = len(chunk)
         else:
@@ -72,8 +70,7 @@ def write_batch(
         "batch_id": batch_id,
         "mode": mode,
         "extracted_at": extracted_at
-        or f"{batch_id[:4]}-{batch_id[4:6]}-{batch_id[6:8]}T{batch_id[9:11]}:"
-        f"{batch_id[11:13]}:{batch_id[13:15]}+08:00",
+        or f"{batch_id[:4]}-{batch_id[4:6]}-{batch_id[6:8]}T{batch_id[9:11]}:{batch_id[11:13]}:{batch_id[13:15]}+08:00",
         "encoding": encoding,
         "files": files,
     }

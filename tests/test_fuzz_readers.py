@@ -49,9 +49,7 @@ _VALUE = st.one_of(
     st.text(max_size=30),
     st.integers(-(10**12), 10**12).map(str),
     st.floats(allow_nan=True).map(str),
-    st.sampled_from(
-        ["2026-11-01", "2026-11-01T02:00:00+08:00", "true", "１２３", "440605198001010011", "NaN"]
-    ),
+    st.sampled_from(["2026-11-01", "2026-11-01T02:00:00+08:00", "true", "１２３", "440605198001010011", "NaN"]),
 )
 
 
@@ -69,9 +67,7 @@ def test_random_rows(contract_id, data):
 
 
 @FUZZ
-@given(
-    manifest=st.one_of(st.binary(max_size=300), st.dictionaries(st.text(max_size=10), st.text(max_size=10)))
-)
+@given(manifest=st.one_of(st.binary(max_size=300), st.dictionaries(st.text(max_size=10), st.text(max_size=10))))
 def test_random_manifests(manifest):
     with tempfile.TemporaryDirectory() as tmp:
         landing, warehouse = Path(tmp) / "landing", Warehouse.at(Path(tmp) / "wh")

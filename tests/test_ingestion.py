@@ -110,9 +110,7 @@ def test_range_and_credit_codes(landing, warehouse):
 
     good = good[:17] + uscc.calc_check_digit(good[:17])
     bad_check = good[:17] + ("0" if good[17] != "0" else "1")
-    rows = [
-        {"uscc": good, "tax_year": 2000 + i, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1} for i in range(25)
-    ]
+    rows = [{"uscc": good, "tax_year": 2000 + i, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1} for i in range(25)]
     rows += [
         {"uscc": good, "tax_year": 1980, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1},
         {"uscc": bad_check, "tax_year": 2020, "revenue_wan_cny": 10, "tax_paid_wan_cny": 1},
@@ -223,9 +221,7 @@ def test_malformed_csv_line_is_quarantined(landing, warehouse):
     for i in range(30):
         writer.writerow([person(i)[n] or "" for n in names])
     buffer.write("this,line,has,too,few,fields\n")
-    write_batch(
-        landing, HOUSEHOLDS, "20261101T020000", [{}] * 31, raw_body=buffer.getvalue().encode("gb18030")
-    )
+    write_batch(landing, HOUSEHOLDS, "20261101T020000", [{}] * 31, raw_body=buffer.getvalue().encode("gb18030"))
     (outcome,) = land_all(landing, warehouse)
     assert outcome.status == "loaded" and outcome.rows_loaded == 30 and outcome.rows_quarantined == 1
     entry = read_quarantine(warehouse).row(0, named=True)
@@ -309,9 +305,7 @@ def test_jsonl_and_parquet_contracts(landing, warehouse):
 
 
 def test_loading_twice_changes_nothing(landing, warehouse):
-    write_batch(
-        landing, HOUSEHOLDS, "20261101T020000", [person(i) for i in range(30)] + [person(99, gender="7")]
-    )
+    write_batch(landing, HOUSEHOLDS, "20261101T020000", [person(i) for i in range(30)] + [person(99, gender="7")])
     contract = get_contract(HOUSEHOLDS)
     first = ingest_contract(contract, landing, warehouse)
     versions = {

@@ -62,9 +62,7 @@ def s3_endpoint(monkeypatch):
 def test_ingestion_to_s3(s3_endpoint, tmp_path, pseudonymiser):
     contract = get_contract("gongan.household_registration")
     landing = tmp_path / "landing"
-    write_batch(
-        landing, contract.id, "20261101T020000", [person(i) for i in range(40)] + [person(99, gender="9")]
-    )
+    write_batch(landing, contract.id, "20261101T020000", [person(i) for i in range(40)] + [person(99, gender="9")])
     warehouse = Warehouse.at("s3://yiwang/warehouse")
     assert warehouse.storage_options["AWS_ENDPOINT_URL"] == s3_endpoint
 
@@ -77,7 +75,5 @@ def test_ingestion_to_s3(s3_endpoint, tmp_path, pseudonymiser):
     assert read_quarantine(warehouse)["rule"].to_list() == ["allowed_values"]
     silver = pl.from_arrow(warehouse.table("silver/gongan/household_registration").to_pyarrow_table())
     assert silver.height == 40
-    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
-        Bucket="yiwang", Prefix="warehouse/bronze/"
-    )
+    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="yiwang", Prefix="warehouse/bronze/")
     assert any(o["Key"].endswith(".parquet") for o in listed["Contents"])

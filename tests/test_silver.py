@@ -41,9 +41,7 @@ def test_snapshot_replaces_the_current_state(landing, warehouse, pseudonymiser):
     write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(10)])
     land(landing, warehouse)
     assert apply_silver(HOUSEHOLDS, warehouse, pseudonymiser).action == "replaced"
-    write_batch(
-        landing, HOUSEHOLDS.id, "20261101T020000", [person(i, status="moved_out") for i in range(5, 12)]
-    )
+    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", [person(i, status="moved_out") for i in range(5, 12)])
     land(landing, warehouse)
     outcome = apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
     assert outcome.action == "replaced" and outcome.applied_batches == ("20261101T020000",)
@@ -54,9 +52,7 @@ def test_snapshot_replaces_the_current_state(landing, warehouse, pseudonymiser):
 
 
 def test_incremental_batches_merge_in_batch_order(landing, warehouse, pseudonymiser):
-    write_batch(
-        landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental"
-    )
+    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental")
     land(landing, warehouse)
     apply_silver(FUND, warehouse, pseudonymiser)
     write_batch(
@@ -116,9 +112,7 @@ def test_incremental_after_snapshot_then_new_snapshot(landing, warehouse, pseudo
 
 
 def test_sensitive_values_never_reach_silver(landing, warehouse, pseudonymiser):
-    write_batch(
-        landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental"
-    )
+    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(6)], mode="incremental")
     land(landing, warehouse)
     apply_silver(FUND, warehouse, pseudonymiser)
     frame = silver(warehouse, FUND)
