@@ -1,0 +1,125 @@
+"""The demo landing zone round-trips through ingestion; `yiwang run` (what `make run` calls) end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from ingestion.contract import batch_contracts
+from ingestion.ledger import read_ledger, read_quarantine
+from ingestion.pipeline import ingest_contract, ingest_unknown
+from ingestion.silver import apply_silver
+from ingestion.warehouse import Warehouse
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from ingestion.demo import generate_landing_zone
+
+    root = tmp_path_factory.mktemp("demo")
+    summary = generate_landing_zone(root / "landing", scale=0.05, seed=3, progress=False)
+    return root, summary
+
+
+@pytest.fixture(scope="module")
+def landed(demo):
+    from ingestion.pseudonym import Pseudonymiser
+
+    root, summary = demo
+    warehouse = Warehouse.at(root / "warehouse")
+    pseudonymiser = Pseudonymiser(b"k" * 32)
+    for contract in batch_contracts().values():
+        ingest_contract(contract, root / "landing", warehouse)
+        apply_silver(contract, warehouse, pseudonymiser)
+    ingest_unknown(root / "landing", warehouse)
+    return root, summary, warehouse
+
+
+def test_every_contract_round_trips(landed):
+    _, _, warehouse = landed
+    ledger = read_ledger(warehouse)
+    for contract in batch_contracts().values():
+        loaded = ledger.filter((pl.col("contract_id") == contract.id) & (pl.col("status") == "loaded"))
+        assert loaded.height >= 1, f"{contract.id} has no loaded batch"
+        assert warehouse.table(f"silver/{contract.table_path}").to_pyarrow_table().num_rows > 0, contract.id
+
+
+def test_bad_batches_are_rejected_whole_and_waiting_ones_wait(landed):
+    root, _, warehouse = landed
+    expected = pl.read_csv(root / "landing" / "_labels" / "bad_batches.csv", infer_schema=False)
+    ledger = read_ledger(warehouse)
+    for row in expected.iter_rows(named=True):
+        found = ledger.filter((pl.col("contract_id") == row["contract_id"]) & (pl.col("batch_id") == row["batch_id"]))
+        if row["expected_status"] == "waiting":
+            assert found.height == 0, row
+            continue
+        assert found["status"].to_list() == ["rejected"], row
+        assert found["rows_loaded"].to_list() == [0]
+        kind = {"unknown_version": "unknown_version", "row_count": "row_count", "sha256": "sha256"}
+        assert found["rule"][0] == kind.get(row["reason_kind"], "too_many_bad_rows"), (row, found["reason"][0])
+        bronze = f"bronze/{row['contract_id'].replace('.', '/')}"
+        if warehouse.exists(bronze):
+            batches = warehouse.table(bronze).to_pyarrow_table(columns=["_batch_id"])["_batch_id"].to_pylist()
+            assert row["batch_id"] not in batches
+
+
+def test_every_planted_defect_is_quarantined_with_its_rule(landed):
+    root, _, warehouse = landed
+    defects = pl.read_csv(root / "landing" / "_labels" / "defects.csv", infer_schema=False)
+    quarantine = read_quarantine(warehouse).select("contract_id", "batch_id", "record_key", "rule")
+    found = set(quarantine.iter_rows())
+    keys = {(c, b, k) for c, b, k, _ in found}
+    bad = defects.filter(pl.col("rule") != "normalisable")
+    assert bad.height > 0
+    missing = [r for r in bad.iter_rows() if (r[0], r[1], r[2], r[3]) not in found]
+    assert not missing, missing[:10]
+    normalisable = defects.filter(pl.col("rule") == "normalisable")
+    wrongly = [r for r in normalisable.iter_rows() if (r[0], r[1], r[2]) in keys]
+    assert not wrongly, wrongly[:10]
+
+
+def test_no_raw_id_number_outside_bronze(landed):
+    _, _, warehouse = landed
+    ids: set[str] = set()
+    for contract in batch_contracts().values():
+        table = f"bronze/{contract.table_path}"
+        for column in contract.sensitive_columns:
+            if column.identifier_kind == "resident_id" and warehouse.exists(table):
+                values = warehouse.table(table).to_pyarrow_table(columns=[column.name])[column.name]
+                ids.update(v for v in values.to_pylist() if v)
+    assert len(ids) > 100
+    for contract in batch_contracts().values():
+        frame = pl.from_arrow(warehouse.table(f"silver/{contract.table_path}").to_pyarrow_table())
+        text_columns = [c for c, t in frame.schema.items() if t == pl.String]
+        values = set(frame.select(text_columns).unpivot()["value"].drop_nulls().to_list()) if text_columns else set()
+        assert not (values & ids), contract.id
+
+
+@pytest.mark.slow
+def test_yiwang_run_end_to_end(tmp_path):
+    """What `make run` does, on a small demo: exit 0, a summary, every layer materialised."""
+    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    env.pop("DAGSTER_HOME", None)
+    yiwang = Path(sys.executable).parent / "yiwang"
+    result = subprocess.run(
+        [str(yiwang), "run", "--demo-scale", "0.05"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "yiwang run summary" in result.stdout and "Rejected batches" in result.stdout
+    home = tmp_path / "home"
+    assert (home / "reports" / "data_docs" / "index.html").exists()
+    assert (home / "reports" / "quality_scorecard.png").stat().st_size > 1000
+    with duckdb.connect(str(home / "yiwang.duckdb"), read_only=True) as con:
+        rows = con.sql("select count(*) from staging.stg_gongan__household_registration").fetchone()[0]
+    assert rows > 0
+    warehouse = Warehouse.at(home / "warehouse")
+    assert read_ledger(warehouse).filter(pl.col("status") == "rejected").height >= 3
+    assert warehouse.exists("ops/quality_scorecard") and warehouse.exists("ops/quality_results")
