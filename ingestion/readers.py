@@ -105,6 +105,7 @@ def _read_csv(part: PartFile, contract: Contract, encoding: str) -> ReadResult:
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
+                null_values=[""],  # only an empty field is null: "NA" or "N/A" are values as delivered
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),

@@ -118,7 +118,7 @@ def test_yiwang_run_end_to_end(tmp_path):
     assert (home / "reports" / "data_docs" / "index.html").exists()
     assert (home / "reports" / "quality_scorecard.png").stat().st_size > 1000
     with duckdb.connect(str(home / "yiwang.duckdb"), read_only=True) as con:
-        rows = con.sql("select count(*) from staging.stg_gongan__household_registration").fetchone()[0]
+        rows = con.execute("select count(*) from staging.stg_gongan__household_registration").fetchall()[0][0]
     assert rows > 0
     warehouse = Warehouse.at(home / "warehouse")
     assert read_ledger(warehouse).filter(pl.col("status") == "rejected").height >= 3

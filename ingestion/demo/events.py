@@ -1,0 +1,435 @@
+"""Field events, citizen appeals, enterprise appeals and ticket outcomes, plus IoT and video registries.
+
+Grid reports and hotline appeals are drawn from the event catalogue (`thematic_libs/reference/
+event_catalogue.csv`) and worded from templates filled with the item's own keywords, so that a
+keyword or text classifier can later be trained and scored against `_labels/hotline_event_codes.csv`.
+A rainstorm on 8-9 November shows in the forecasts, in a burst of 道路积水 reports and in the
+water-level sensors' grids, so the emergency library has something to correlate.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+
+import numpy as np
+
+from ingestion.demo import vocab
+from ingestion.demo.common import minute_number, rng
+from ingestion.demo.enterprises import ACTIVE, Enterprises
+from ingestion.demo.geography import Geography
+from ingestion.demo.timeline import EVENTS_START, HOURLY_TIMES
+
+END_MINUTE = minute_number(HOURLY_TIMES[-1])
+START_MINUTE = minute_number(EVENTS_START)
+STORM = (minute_number(datetime(2026, 11, 8, 14)), minute_number(datetime(2026, 11, 9, 10)))
+FLOODING = "040201"
+
+
+@dataclass(frozen=True)
+class CatalogueItem:
+    event_code: str
+    major_code: str
+    item_name: str
+    priority: str
+    keywords: tuple[str, ...]
+
+
+def load_catalogue() -> list[CatalogueItem]:
+    """The event catalogue shipped in `thematic_libs/reference`."""
+    text = resources.files("thematic_libs.reference").joinpath("event_catalogue.csv").read_text(encoding="utf-8")
+    return [
+        CatalogueItem(
+            r["event_code"], r["major_code"], r["item_name"], r["default_priority"], tuple(r["keywords"].split("|"))
+        )
+        for r in csv.DictReader(text.splitlines())
+    ]
+
+
+PRIORITY_WEIGHT = {"urgent": 0.4, "high": 0.8, "normal": 1.6, "low": 1.2}
+COMMON = {"010101": 3.0, "010104": 2.5, "050102": 3.0, "050201": 3.0, "050101": 2.0, "020101": 2.0, "030101": 1.5}
+
+TIMES = ("已经好几天了", "持续一个多星期了", "从昨晚开始", "今天早上发现", "这段时间经常这样", "刚刚看到")
+IMPACTS = {
+    "01": ("影响环境卫生", "气味很难闻", "影响小区居民生活", "蚊虫很多"),
+    "02": ("很影响市容", "存在安全隐患", "看起来很乱"),
+    "03": ("晚上根本睡不着", "影响周边居民休息", "车辆行人通行困难"),
+    "04": ("非常危险", "担心有人受伤", "已经影响通行", "情况比较紧急"),
+    "05": ("行人只能走到机动车道上", "堵塞交通", "影响周边商户", "很不安全"),
+    "06": ("给生活带来很大不便", "附近居民意见很大", "存在安全隐患"),
+}
+HOTLINE_TEMPLATES = (
+    "您好，我想反映一下，{place}这边{kw}的问题很严重，{time}，{impact}，请相关部门尽快处理。",
+    "{place}{kw}，{kw2}，{impact}，希望政府派人来看看。",
+    "市民来电反映：{place}附近存在{kw}情况，{time}，{impact}，要求尽快处理并回复。",
+    "我住在{place}，最近发现{kw}，而且{kw2}，{impact}。麻烦帮忙协调解决，谢谢。",
+    "投诉{place}{kw}问题，之前已经反映过一次，现在还是{kw2}，{impact}，请督促整改。",
+    "请问{place}的{kw}归哪个部门管？{time}，{impact}。",
+)
+REPORT_TEMPLATES = (
+    "巡查发现{place}{kw}，已拍照上报，请相关部门处置。",
+    "{place}存在{kw}现象，{kw2}，现场已劝导，需进一步处理。",
+    "网格巡查：{place}{kw}，{impact}，建议尽快处置。",
+    "日常巡查中发现{kw}，位置：{place}。",
+)
+APPEAL_TOPICS = ("land", "financing", "permits", "talent", "utilities", "policy", "other")
+APPEAL_TEXT = {
+    "land": (
+        "企业扩产需要新增用地，{name}希望了解工业用地指标和村级工业园改造政策。",
+        "厂房租赁合同到期，出租方要求收回土地，请协调。",
+    ),
+    "financing": (
+        "受订单下滑影响，企业流动资金紧张，希望对接银行贷款贴息政策。",
+        "申请应急转贷资金，请问办理流程和所需材料。",
+    ),
+    "permits": ("环评审批进度较慢，影响新生产线投产，请帮忙协调。", "消防验收一直未通过，希望相关部门上门指导。"),
+    "talent": ("企业招工难，希望获得技能人才补贴和员工子女入学方面的支持。", "引进的技术骨干办理人才入户遇到困难。"),
+    "utilities": ("工业园区经常停电，影响生产，请协调供电部门增容。", "厂区附近道路破损严重，货车进出困难。"),
+    "policy": ("想咨询高新技术企业认定的奖励政策。", "去年申报的技改补贴还没有到账，请帮忙查询。"),
+    "other": ("周边企业废气异味影响员工健康，请协调处理。", "希望政府组织产业链上下游对接活动。"),
+}
+
+
+@dataclass
+class TextEvents:
+    """Grid reports or hotline appeals: one row per event, sorted by time."""
+
+    minute: np.ndarray
+    second: np.ndarray
+    event_code: np.ndarray
+    grid: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    text: np.ndarray
+    ident: np.ndarray
+    extra: dict[str, np.ndarray]
+
+
+def _daily_ids(prefix: str, minute: np.ndarray, width: int) -> np.ndarray:
+    """`<prefix><YYYYMMDD><running number of the day>` for events sorted by time."""
+    day = minute // 1440
+    starts = np.r_[0, np.flatnonzero(np.diff(day)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(day)]))
+    seq = np.arange(len(day)) - first + 1
+    dates = (day.astype("datetime64[D]")).astype(str)
+    ymd = np.char.replace(dates, "-", "")
+    return np.char.add(np.char.add(prefix, ymd), np.char.zfill(seq.astype(str), width))
+
+
+def _event_times(generator: np.random.Generator, per_day: float, day_hours: tuple[int, int]) -> np.ndarray:
+    days = (END_MINUTE - START_MINUTE) // 1440 + 1
+    counts = generator.poisson(per_day, days)
+    day = np.repeat(np.arange(days), counts)
+    minute = START_MINUTE + day * 1440 + generator.integers(day_hours[0] * 60, day_hours[1] * 60, len(day))
+    return np.sort(minute[minute <= END_MINUTE])
+
+
+def _classes(
+    generator: np.random.Generator, catalogue: list[CatalogueItem], minute: np.ndarray, storm_grids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    weights = np.array([PRIORITY_WEIGHT[c.priority] * COMMON.get(c.event_code, 1.0) for c in catalogue])
+    item = generator.choice(len(catalogue), size=len(minute), p=weights / weights.sum())
+    in_storm = (minute >= STORM[0]) & (minute <= STORM[1]) & (generator.random(len(minute)) < 0.6)
+    flood = next(i for i, c in enumerate(catalogue) if c.event_code == FLOODING)
+    item[in_storm] = flood
+    grid = np.full(len(minute), -1)
+    grid[in_storm] = storm_grids[generator.integers(len(storm_grids), size=in_storm.sum())]
+    return item, grid
+
+
+def _places(generator: np.random.Generator, geo: Geography, grid: np.ndarray) -> list[str]:
+    roads = vocab.ROADS
+    estates = vocab.ESTATES
+    comm = geo.community_name[geo.grid_community[grid]]
+    kind = generator.integers(4, size=len(grid))
+    road = generator.integers(len(roads), size=len(grid))
+    road2 = generator.integers(len(roads), size=len(grid))
+    number = generator.integers(1, 300, size=len(grid))
+    estate = generator.integers(len(estates), size=len(grid))
+    out = []
+    for c, k, r, r2, n, e in zip(
+        comm.tolist(), kind.tolist(), road.tolist(), road2.tolist(), number.tolist(), estate.tolist(), strict=True
+    ):
+        if k == 0:
+            out.append(f"{c}{roads[r]}{n}号")
+        elif k == 1:
+            out.append(f"{c}{estates[e]}门口")
+        elif k == 2:
+            out.append(f"{roads[r]}与{roads[r2]}交叉口")
+        else:
+            out.append(f"{c}{roads[r]}菜市场旁")
+    return out
+
+
+def _texts(
+    generator: np.random.Generator,
+    catalogue: list[CatalogueItem],
+    item: np.ndarray,
+    places: list[str],
+    templates: tuple[str, ...],
+) -> list[str]:
+    n = len(item)
+    tpl = generator.integers(len(templates), size=n).tolist()
+    k1 = generator.integers(8, size=n).tolist()
+    k2 = generator.integers(8, size=n).tolist()
+    tm = generator.integers(len(TIMES), size=n).tolist()
+    im = generator.integers(4, size=n).tolist()
+    out = []
+    for i, it in enumerate(item.tolist()):
+        c = catalogue[it]
+        kws = c.keywords
+        first = kws[k1[i] % len(kws)]
+        second = kws[(k1[i] + 1 + k2[i] % max(len(kws) - 1, 1)) % len(kws)]
+        impacts = IMPACTS[c.major_code]
+        out.append(
+            templates[tpl[i]].format(
+                place=places[i],
+                kw=first,
+                kw2=f"{second}的情况也很突出",
+                time=TIMES[tm[i]],
+                impact=impacts[im[i] % len(impacts)],
+            )
+        )
+    return out
+
+
+def build_grid_reports(seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem]) -> TextEvents:
+    g = rng(seed, "grid-reports")
+    minute = _event_times(g, max(24.0, residents * 0.0012), (8, 19))
+    storm_grids = np.flatnonzero(geo.grid_lat < np.quantile(geo.grid_lat, 0.4))
+    item, grid = _classes(g, catalogue, minute, storm_grids)
+    free = grid < 0
+    grid[free] = g.integers(geo.n_grids, size=free.sum())
+    lon, lat = geo.points_in(grid, g)
+    text = _texts(g, catalogue, item, _places(g, geo, grid), REPORT_TEMPLATES)
+    ident = _daily_ids("SB", minute, 5)
+    photo = np.where(
+        g.random(len(minute)) < 0.85,
+        np.char.add(np.char.add("https://oss.nanhai.gov.cn/wgh/photos/", ident), ".jpg"),
+        "",
+    )
+    # The reporter is the grid's own worker, now and then a colleague covering for them.
+    reporter = np.where(
+        g.random(len(minute)) < 0.92, geo.grid_worker[grid], geo.grid_worker[g.integers(geo.n_grids, size=len(grid))]
+    )
+    return TextEvents(
+        minute=minute,
+        second=g.integers(0, 60, len(minute)),
+        event_code=np.array([c.event_code for c in catalogue])[item],
+        grid=grid,
+        lon=lon,
+        lat=lat,
+        text=np.array(text, dtype=object),
+        ident=ident,
+        extra={"photo_uri": photo, "reporter_id": reporter},
+    )
+
+
+def build_hotline(seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem]) -> TextEvents:
+    g = rng(seed, "hotline")
+    minute = _event_times(g, max(16.0, residents * 0.0008), (7, 23))
+    n = len(minute)
+    storm_grids = np.flatnonzero(geo.grid_lat < np.quantile(geo.grid_lat, 0.4))
+    item, grid = _classes(g, catalogue, minute, storm_grids)
+    free = grid < 0
+    grid[free] = g.integers(geo.n_grids, size=free.sum())
+    lon, lat = geo.points_in(grid, g)
+    places = _places(g, geo, grid)
+    # About one appeal in twelve concerns another district of the city: no grid of ours, no coordinates.
+    elsewhere = g.random(n) < 0.08
+    other = g.integers(len(vocab.OTHER_DISTRICTS), size=n)
+    district = np.where(elsewhere, np.array([c for c, _ in vocab.OTHER_DISTRICTS])[other], vocab.DISTRICT_CODE)
+    street = geo.street_name[geo.street_of_grid()[grid]]
+    address = [
+        f"{vocab.CITY_NAME}{vocab.OTHER_DISTRICTS[o][1]}{p}" if e else f"{vocab.CITY_PREFIX}{s}{p}"
+        for e, o, s, p in zip(elsewhere.tolist(), other.tolist(), street.tolist(), places, strict=True)
+    ]
+    text = _texts(g, catalogue, item, places, HOTLINE_TEMPLATES)
+    geocoded = ~elsewhere & (g.random(n) < 0.88)
+    channel = np.array(["phone", "app", "wechat", "web", "email"])[g.choice(5, size=n, p=[0.55, 0.15, 0.2, 0.07, 0.03])]
+    phone = np.char.add(
+        np.char.add("1", np.array(list("3456789"))[g.integers(7, size=n)]),
+        np.char.zfill(g.integers(0, 10**9, n).astype(str), 9),
+    )
+    phone = np.where((channel == "email") | ((channel == "web") & (g.random(n) < 0.5)), "", phone)
+    urgent_item = np.array([c.priority == "urgent" for c in catalogue])[item]
+    urgent = np.where(urgent_item, g.random(n) < 0.8, g.random(n) < 0.03)
+    return TextEvents(
+        minute=minute,
+        second=g.integers(0, 60, n),
+        event_code=np.array([c.event_code for c in catalogue])[item],
+        grid=np.where(elsewhere, -1, grid),
+        lon=np.where(geocoded, lon, np.nan),
+        lat=np.where(geocoded, lat, np.nan),
+        text=np.array(text, dtype=object),
+        ident=_daily_ids("RX", minute, 6),
+        extra={
+            "channel": channel,
+            "caller_phone": phone,
+            "address_text": np.array(address, dtype=object),
+            "district_code": district,
+            "is_urgent": urgent,
+        },
+    )
+
+
+@dataclass
+class EnterpriseAppeals:
+    appeal_id: np.ndarray
+    enterprise: np.ndarray
+    minute: np.ndarray
+    topic: np.ndarray
+    content: np.ndarray
+    status_minutes: np.ndarray  # (n, 4): when it became open, in_progress, resolved, closed (-1 never)
+
+
+def build_enterprise_appeals(seed: int, ent: Enterprises) -> EnterpriseAppeals:
+    g = rng(seed, "enterprise-appeals")
+    active = np.flatnonzero((ent.status == ACTIVE) & ~ent.planted)
+    minute = _event_times(g, max(2.0, ent.size * 0.0004), (9, 18))
+    n = len(minute)
+    who = active[g.integers(len(active), size=n)]
+    topic = g.choice(len(APPEAL_TOPICS), size=n, p=[0.15, 0.2, 0.2, 0.12, 0.13, 0.15, 0.05])
+    pick = g.integers(2, size=n)
+    content = np.array(
+        [
+            APPEAL_TEXT[APPEAL_TOPICS[t]][k].format(name=ent.name[w])
+            for t, k, w in zip(topic.tolist(), pick.tolist(), who.tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    status = np.full((n, 4), -1, dtype=np.int64)
+    status[:, 0] = minute
+    status[:, 1] = minute + g.integers(60, 3 * 1440, n)
+    status[:, 2] = status[:, 1] + g.integers(1440, 12 * 1440, n)
+    status[:, 3] = status[:, 2] + g.integers(1440, 5 * 1440, n)
+    return EnterpriseAppeals(
+        appeal_id=_daily_ids("QS", minute, 4),
+        enterprise=who,
+        minute=minute,
+        topic=np.array(APPEAL_TOPICS)[topic],
+        content=content,
+        status_minutes=status,
+    )
+
+
+DEPARTMENTS = (
+    "chengguan",
+    "zhujian",
+    "shengtai",
+    "shichang",
+    "gongan",
+    "yingji",
+    "shuiwu",
+    "jiaotong",
+    "jd_guicheng",
+    "jd_dali",
+)
+# Event paths of a ticket: (event, hours after the previous event)
+PATHS: tuple[tuple[str, ...], ...] = (
+    ("dispatched", "accepted", "resolved", "closed"),
+    ("dispatched", "transferred", "accepted", "resolved", "closed"),
+    ("dispatched", "transferred", "transferred", "accepted", "resolved", "closed"),
+    ("dispatched", "returned", "dispatched", "accepted", "resolved", "closed"),
+    ("dispatched", "accepted", "escalated", "resolved", "closed"),
+    ("dispatched", "accepted", "resolved", "closed", "reopened", "resolved", "closed"),
+    ("dispatched", "accepted"),
+)
+PATH_WEIGHTS = (0.55, 0.12, 0.05, 0.07, 0.05, 0.04, 0.12)
+NOTES = {
+    "dispatched": "已派单至{dept}",
+    "accepted": "{dept}已签收",
+    "returned": "非本部门职责，申请退回",
+    "transferred": "转派至{dept}",
+    "escalated": "超时未办结，升级督办",
+    "resolved": "已到现场处置完毕",
+    "closed": "市民确认办结",
+    "reopened": "市民不满意，重新办理",
+}
+
+
+@dataclass
+class TicketEvents:
+    ticket_id: np.ndarray
+    seq: np.ndarray
+    event: np.ndarray
+    minute: np.ndarray
+    department: np.ndarray
+    satisfaction: np.ndarray  # 0 = none
+    note: np.ndarray
+
+
+def build_ticket_outcomes(seed: int, n_tickets: int) -> TicketEvents:
+    """Outcomes of tickets the dispatch system made from earlier derived tickets (ids are its own).
+
+    Each ticket follows one of `PATHS`; events after the last batch's cut are not known yet and are
+    left out, so open tickets exist. Vectorised: one row per event, times by cumulative sums.
+    """
+    g = rng(seed, "tickets")
+    start = np.sort(g.integers(START_MINUTE, END_MINUTE, n_tickets))
+    raw = g.integers(0, 2**62, n_tickets, dtype=np.int64)
+    ticket_ids = np.array([f"TK{v:016X}"[:14] for v in raw.tolist()])
+    path = g.choice(len(PATHS), size=n_tickets, p=PATH_WEIGHTS)
+    width = max(len(p) for p in PATHS)
+    matrix = np.array([list(p) + [""] * (width - len(p)) for p in PATHS])
+    length = np.array([len(p) for p in PATHS])[path]
+    ticket = np.repeat(np.arange(n_tickets), length)
+    first = np.repeat(np.r_[0, np.cumsum(length)[:-1]], length)
+    k = np.arange(len(ticket)) - first
+    event = matrix[path[ticket], k]
+    slow = np.isin(event, ["resolved", "closed"])
+    gap = np.where(k == 0, 0, g.integers(20, np.where(slow, 30 * 60, 8 * 60)))
+    total = np.cumsum(gap)
+    minute = start[ticket] + total - total[first]
+    change = (k == 0) | (event == "transferred") | ((event == "dispatched") & (k > 0))
+    holder = np.maximum.accumulate(np.where(change, np.arange(len(ticket)), 0))
+    department = np.array(DEPARTMENTS)[g.integers(len(DEPARTMENTS), size=len(ticket))][holder]
+    satisfaction = np.where(
+        event == "closed", g.choice([5, 4, 3, 2, 1], size=len(ticket), p=[0.55, 0.25, 0.1, 0.06, 0.04]), 0
+    )
+    note = np.full(len(ticket), "", dtype=object)
+    for name, template in NOTES.items():
+        rows = event == name
+        before, _, after = template.partition("{dept}")
+        texts = np.char.add(np.char.add(before, department[rows]), after) if "{dept}" in template else template
+        note[rows] = texts
+    note[g.random(len(ticket)) < 0.3] = ""
+    known = minute <= END_MINUTE
+    return TicketEvents(
+        ticket_id=ticket_ids[ticket][known],
+        seq=(k + 1)[known].astype(np.int64),
+        event=event[known],
+        minute=minute[known].astype(np.int64),
+        department=department[known],
+        satisfaction=satisfaction[known].astype(np.int64),
+        note=note[known],
+    )
+
+
+SENSOR_TYPES = (
+    # type, id prefix, metric, threshold range, location suffix
+    ("water_level", "WL", "water_depth_cm", (15, 30), "低洼积水点"),
+    ("rain_gauge", "RG", "rain_mm_10min", (8, 12), "雨量站"),
+    ("manhole_cover", "MC", "tilt_deg", (10, 20), "井盖"),
+    ("smoke", "SM", "smoke_ppm", (250, 400), "烟感探测器"),
+    ("gas", "GS", "gas_lel_pct", (20, 25), "燃气监测点"),
+    ("river_quality", "RQ", "cod_mg_l", (30, 40), "河涌水质监测站"),
+)
+CAMERA_SCENES = {
+    "crossroad": "helmet,illegal_parking",
+    "street": "street_vending,garbage_overflow,illegal_parking",
+    "riverside": "floating_debris,water_logging",
+    "market": "street_vending,garbage_overflow,crowd_gathering",
+    "residential": "garbage_overflow,fire_smoke",
+    "school": "helmet,crowd_gathering",
+}
+RESOURCE_TYPES = (
+    ("pump", "应急抽水泵", "shuiwu", (200, 2000)),
+    ("shelter", "应急避难场所", "yingji", (200, 3000)),
+    ("rescue_team", "应急救援队", "xiaofang", (10, 60)),
+    ("sandbag_depot", "防汛沙袋储备点", "shuiwu", (1000, 20000)),
+    ("generator", "移动发电机组", "yingji", (50, 500)),
+    ("boat", "冲锋舟", "xiaofang", (6, 12)),
+)

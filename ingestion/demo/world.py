@@ -1,0 +1,122 @@
+"""The demo world: one district's people, enterprises, holdings and events, made once per seed and scale.
+
+Everything the contract builders need is built here in dependency order: geography, population,
+the assistance households (chosen first so that every later generator can keep them clean), the
+enterprise register, what people hold, party membership, then the planted cross-check cases, and
+finally the field events. Only the seed and the scale decide what comes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ingestion.contract import Contract, batch_contracts
+from ingestion.demo.assistance import (
+    Cases,
+    assign_case_ids,
+    build_background_cases,
+    choose_households,
+    reserved_persons,
+)
+from ingestion.demo.crosscheck import PLANTED_HOUSEHOLDS, PlantedCase, Planter, plant, used_persons
+from ingestion.demo.enterprises import Enterprises, build_enterprises
+from ingestion.demo.events import (
+    CatalogueItem,
+    EnterpriseAppeals,
+    TextEvents,
+    TicketEvents,
+    build_enterprise_appeals,
+    build_grid_reports,
+    build_hotline,
+    build_ticket_outcomes,
+    load_catalogue,
+)
+from ingestion.demo.geography import Geography, build_geography
+from ingestion.demo.holdings import Holdings, build_holdings
+from ingestion.demo.party import Party, build_party
+from ingestion.demo.population import Population, build_population
+
+
+@dataclass
+class World:
+    seed: int
+    scale: float
+    residents: int
+    contracts: dict[str, Contract]
+    geo: Geography
+    pop: Population
+    ent: Enterprises
+    cases: Cases
+    holdings: Holdings
+    party: Party
+    reserved: np.ndarray
+    planted: list[PlantedCase]
+    catalogue: list[CatalogueItem]
+    reports: TextEvents
+    hotline: TextEvents
+    appeals: EnterpriseAppeals
+    tickets: TicketEvents
+
+
+def residents_for(scale: float) -> int:
+    return round(20_000 * scale)
+
+
+def build_world(seed: int, scale: float) -> World:
+    residents = residents_for(scale)
+    if residents < 500:
+        raise ValueError("scale too small: the demo needs at least 500 residents (scale 0.025)")
+    geo = build_geography(seed, residents, scale)
+    pop = build_population(seed, residents, geo)
+    background, pool = choose_households(seed, pop, PLANTED_HOUSEHOLDS)
+    reserved = reserved_persons(pop, np.r_[background, pool])
+    cases = build_background_cases(seed, pop, background)
+    ent = build_enterprises(seed, residents, pop, geo, reserved)
+    holdings = build_holdings(seed, pop, ent, geo, reserved, background, cases.m_person)
+    party = build_party(seed, pop, geo, holdings.insurance, reserved)
+    planter = Planter(
+        seed=seed,
+        pop=pop,
+        geo=geo,
+        ent=ent,
+        holdings=holdings,
+        cases=cases,
+        pool=pool,
+        used_persons=used_persons(pop, ent, holdings, party) | reserved,
+    )
+    planted = plant(planter)
+    for records in (
+        holdings.vehicles,
+        holdings.estates,
+        holdings.insurance,
+        holdings.funds,
+        holdings.cremations,
+        holdings.certificates,
+    ):
+        records.freeze()
+    assign_case_ids(seed, cases)
+    catalogue = load_catalogue()
+    reports = build_grid_reports(seed, residents, geo, catalogue)
+    hotline = build_hotline(seed, residents, geo, catalogue)
+    tickets = build_ticket_outcomes(seed, max(20, round(0.6 * (len(reports.minute) + len(hotline.minute)))))
+    return World(
+        seed=seed,
+        scale=scale,
+        residents=residents,
+        contracts=batch_contracts(),
+        geo=geo,
+        pop=pop,
+        ent=ent,
+        cases=cases,
+        holdings=holdings,
+        party=party,
+        reserved=reserved,
+        planted=planted,
+        catalogue=catalogue,
+        reports=reports,
+        hotline=hotline,
+        appeals=build_enterprise_appeals(seed, ent),
+        tickets=tickets,
+    )
