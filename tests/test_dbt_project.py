@@ -60,17 +60,13 @@ def test_one_staging_model_and_one_source_per_batch_contract() -> None:
 def test_staging_tests_follow_the_contracts() -> None:
     models = yaml.safe_load((STAGING_DIR / "_staging.yml").read_text(encoding="utf-8"))["models"]
     by_name = {m["name"]: m for m in models}
-    household = {
-        c["name"]: c.get("data_tests", []) for c in by_name["stg_gongan__household_registration"]["columns"]
-    }
+    household = {c["name"]: c.get("data_tests", []) for c in by_name["stg_gongan__household_registration"]["columns"]}
     assert "unique" in household["id_number_key"] and "not_null" in household["id_number_key"]
     assert "id_number" not in household  # the sensitive column exists in silver only as its pseudonym
     assert {"accepted_values": {"arguments": {"values": ["1", "2"]}}} in household["gender"]
     assert household["address"] == []  # optional, free text
     members = by_name["stg_minzheng__assistance_members"]
-    assert members["data_tests"] == [
-        {"unique_key": {"arguments": {"columns": ["case_id", "member_id_number_key"]}}}
-    ]
+    assert members["data_tests"] == [{"unique_key": {"arguments": {"columns": ["case_id", "member_id_number_key"]}}}]
     disability = next(c for c in members["columns"] if c["name"] == "disability_level_key")
     assert "data_tests" not in disability  # allowed values do not apply to a pseudonym
 
@@ -103,9 +99,7 @@ def test_sqlfluff_lint_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.chdir(REPO_ROOT)  # .sqlfluff and .sqlfluffignore are found from the working directory
     linter = Linter(config=FluffConfig.from_root())
-    records = linter.lint_paths(
-        ("dbt_project/models", "dbt_project/macros", "dbt_project/tests")
-    ).as_records()
+    records = linter.lint_paths(("dbt_project/models", "dbt_project/macros", "dbt_project/tests")).as_records()
     assert len(records) >= len(batch_contracts())
     problems = [
         f"{r['filepath']}:{v['start_line_no']}: {v['code']} {v['description']}"
@@ -186,9 +180,7 @@ class DbtWorkspace:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbtWorkspace]:
     root = tmp_path_factory.mktemp("dbt")
-    space = DbtWorkspace(
-        warehouse=root / "warehouse", duckdb_file=root / "yiwang.duckdb", target=root / "target"
-    )
+    space = DbtWorkspace(warehouse=root / "warehouse", duckdb_file=root / "yiwang.duckdb", target=root / "target")
     contracts = batch_contracts()
     for contract_id in PRESENT:
         write_silver(
@@ -212,9 +204,7 @@ def full_build(workspace: DbtWorkspace) -> DbtRun:
 def test_dbt_build_succeeds_with_most_silver_tables_missing(full_build: DbtRun) -> None:
     models = {name for name in full_build.statuses if name.startswith("stg_")}
     assert models == {model_name(c) for c in batch_contracts().values()}
-    failed = {
-        name: status for name, status in full_build.statuses.items() if status not in ("success", "pass")
-    }
+    failed = {name: status for name, status in full_build.statuses.items() if status not in ("success", "pass")}
     assert failed == {}
     assert full_build.success
 
@@ -228,9 +218,7 @@ def test_dbt_tests_ran_on_every_key(full_build: DbtRun) -> None:
 
 
 @pytest.mark.parametrize("contract_id", PRESENT)
-def test_staging_view_returns_the_silver_rows(
-    workspace: DbtWorkspace, full_build: DbtRun, contract_id: str
-) -> None:
+def test_staging_view_returns_the_silver_rows(workspace: DbtWorkspace, full_build: DbtRun, contract_id: str) -> None:
     contract = batch_contracts()[contract_id]
     expected = silver_rows(contract, range(ROWS_PER_TABLE))
     view = f"staging.{model_name(contract)}"
@@ -238,9 +226,7 @@ def test_staging_view_returns_the_silver_rows(
     assert columns == expected.schema.names
     key = ", ".join(silver_key_columns(contract))
     staged = workspace.query(f"select {key} from {view} order by {key}")
-    assert staged == sorted(
-        zip(*(expected.column(k).to_pylist() for k in silver_key_columns(contract)), strict=True)
-    )
+    assert staged == sorted(zip(*(expected.column(k).to_pylist() for k in silver_key_columns(contract)), strict=True))
     lineage = workspace.query(f"select distinct _batch_id, _extracted_at from {view}")
     assert lineage == [("20261101T020000", WHEN)]
 
@@ -250,9 +236,7 @@ def test_staging_view_types_follow_the_contract(workspace: DbtWorkspace, full_bu
     assert types["event_seq"] == "BIGINT"
     assert types["event_at"] == "TIMESTAMP WITH TIME ZONE"
     assert types["satisfaction"] == "BIGINT"
-    fagai = dict(
-        (row[0], row[1]) for row in workspace.query("describe staging.stg_fagai__investment_projects")
-    )
+    fagai = dict((row[0], row[1]) for row in workspace.query("describe staging.stg_fagai__investment_projects"))
     assert fagai["planned_start"] == "DATE" and fagai["total_investment_wan_cny"] == "DOUBLE"
 
 
@@ -307,9 +291,7 @@ def test_dagster_definitions_map_sources_to_silver_assets(dagster_warehouse: Pat
     [dbt_assets] = assets
     contracts = batch_contracts().values()
     assert set(dbt_assets.keys) == {AssetKey(["staging", model_name(c)]) for c in contracts}
-    assert set(dbt_assets.dependency_keys) >= {
-        AssetKey(["silver", c.department, c.dataset]) for c in contracts
-    }
+    assert set(dbt_assets.dependency_keys) >= {AssetKey(["silver", c.department, c.dataset]) for c in contracts}
     assert set(dbt_assets.group_names_by_key.values()) == {"staging"}
     checked = {check.asset_key for check in dbt_assets.check_keys}
     assert checked == set(dbt_assets.keys)  # every staging model has dbt tests as asset checks
@@ -340,6 +322,4 @@ def test_dagster_materialises_a_staging_model_and_its_checks(dagster_warehouse: 
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
     with duckdb.connect(os.environ["YIWANG_DUCKDB"]) as connection:
-        assert connection.sql(f"select count(*) from staging.{key.path[-1]}").fetchall() == [
-            (ROWS_PER_TABLE,)
-        ]
+        assert connection.sql(f"select count(*) from staging.{key.path[-1]}").fetchall() == [(ROWS_PER_TABLE,)]
