@@ -383,9 +383,12 @@ def build_ticket_outcomes(seed: int, n_tickets: int) -> TicketEvents:
     gap = np.where(k == 0, 0, g.integers(20, np.where(slow, 30 * 60, 8 * 60)))
     total = np.cumsum(gap)
     minute = start[ticket] + total - total[first]
-    change = (k == 0) | (event == "transferred") | ((event == "dispatched") & (k > 0))
+    # The handling department changes on dispatch and transfer; a returned ticket goes back to the
+    # command centre (zhihui) until it is dispatched again.
+    change = (k == 0) | np.isin(event, ["transferred", "returned"]) | ((event == "dispatched") & (k > 0))
     holder = np.maximum.accumulate(np.where(change, np.arange(len(ticket)), 0))
-    department = np.array(DEPARTMENTS)[g.integers(len(DEPARTMENTS), size=len(ticket))][holder]
+    drawn = np.array(DEPARTMENTS)[g.integers(len(DEPARTMENTS), size=len(ticket))]
+    department = np.where(event == "returned", "zhihui", drawn)[holder]
     satisfaction = np.where(
         event == "closed", g.choice([5, 4, 3, 2, 1], size=len(ticket), p=[0.55, 0.25, 0.1, 0.06, 0.04]), 0
     )
