@@ -63,10 +63,11 @@ def choose_households(seed: int, pop: Population, planted_needed: int) -> tuple[
     g = rng(seed, "assistance-households")
     clean = g.permutation(clean_households(pop))
     n_background = max(4, round(pop.n_households * 0.012))
-    if len(clean) < n_background + planted_needed:
+    n_pool = min(len(clean) - n_background, planted_needed + 40)
+    if n_pool < planted_needed:
         raise ValueError("population too small for the planted cross-check cases; raise the scale")
-    pool = clean[: planted_needed * 3] if len(clean) >= planted_needed * 3 + n_background else clean[:planted_needed]
-    background = clean[len(pool) : len(pool) + n_background]
+    pool = clean[:n_pool]
+    background = clean[n_pool : n_pool + n_background]
     return np.sort(background), pool
 
 

@@ -245,8 +245,7 @@ def investment_projects(w: World) -> Iterator[Batch]:
             )
         ]
     )
-    brand = np.array([n.replace("佛山市南海区", "").replace("有限公司", "")[:4] for n in e.name[who]])
-    name = np.char.add(brand, np.array(PROJECT_WORDS)[g.integers(len(PROJECT_WORDS), size=k)])
+    name = np.char.add(e.name[who], np.array(PROJECT_WORDS)[g.integers(len(PROJECT_WORDS), size=k)])
     total = np.round(np.exp(g.normal(np.log(8000), 1.0, k)), 1)
     grid = np.where(g.random(k) < 0.9, e.grid[who], -1)
     planned = day_number(date(2024, 1, 1)) + g.integers(0, 1200, k)

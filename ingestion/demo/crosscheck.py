@@ -86,7 +86,7 @@ class Planter:
     pool: np.ndarray
     used_persons: np.ndarray
     planted: list[PlantedCase] = field(default_factory=list)
-    _next: int = 0
+    _taken: set[int] = field(default_factory=set)
     _serial: int = 0
 
     def __post_init__(self) -> None:
@@ -98,10 +98,10 @@ class Planter:
     def household(
         self, member_ok: Callable[[int], bool] = lambda p: True, need_spouse: bool = False
     ) -> tuple[int, int]:
-        """The next pool household with a member satisfying `member_ok`: (household, that member)."""
-        while self._next < len(self.pool):
-            hh = int(self.pool[self._next])
-            self._next += 1
+        """The first unused pool household with a member satisfying `member_ok`: (household, that member)."""
+        for hh in self.pool.tolist():
+            if hh in self._taken:
+                continue
             members = self.pop.members(hh)
             if need_spouse and (
                 len(members) < 2 or self.pop.relation[members[1]] != SPOUSE or self.age[members[1]] < 20
@@ -109,6 +109,7 @@ class Planter:
                 continue
             for p in members:
                 if member_ok(int(p)):
+                    self._taken.add(hh)
                     return hh, int(p)
         raise ValueError("planted-case pool exhausted; raise the scale")
 

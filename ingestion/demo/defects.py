@@ -142,9 +142,13 @@ def plant_row_defects(
         dups -= dropped == "duplicate_key"
     if not chosen:
         return
-    needed = {c.name for cols in rules.values() for c in cols}
+    key = contract.primary_key
+    needed = {c.name for cols in rules.values() for c in cols} | set(key)
     values = {name: batch.frame[name].gather(rows).to_list() for name in needed}
     duplicates: list[int] = []
+    # A corrupted key column must not make two rows share a key (e.g. two insurance rows of one
+    # person both turned into insurance_type "unknown"): that would be an unlabelled duplicate.
+    corrupted_keys: set[tuple[object, ...]] = set()
     for i, (row, rule) in enumerate(zip(rows.tolist(), chosen, strict=True)):
         if rule == "duplicate_key":
             duplicates.append(row)
@@ -155,6 +159,11 @@ def plant_row_defects(
             continue
         column = candidates[int(g.integers(len(candidates)))]
         bad = _corrupt(rule, column, values[column.name][i], g)
+        if column.name in key:
+            new_key = tuple(bad if k == column.name else values[k][i] for k in key)
+            if new_key in corrupted_keys:
+                continue
+            corrupted_keys.add(new_key)
         batch.overrides.setdefault(column.name, {})[row] = bad
         batch.labels.append(RowLabel(row, rule, f"column={column.name}; value={'' if bad is None else bad}"))
     if duplicates:

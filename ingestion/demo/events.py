@@ -327,6 +327,19 @@ DEPARTMENTS = (
     "jd_guicheng",
     "jd_dali",
 )
+DEPARTMENT_NAMES = {
+    "chengguan": "区城管执法局",
+    "zhujian": "区住建水利局",
+    "shengtai": "生态环境分局",
+    "shichang": "区市场监管局",
+    "gongan": "公安分局",
+    "yingji": "区应急管理局",
+    "shuiwu": "区水务局",
+    "jiaotong": "区交通运输局",
+    "jd_guicheng": "桂城街道办",
+    "jd_dali": "大沥镇政府",
+    "zhihui": "区指挥中心",
+}
 # Event paths of a ticket: (event, hours after the previous event)
 PATHS: tuple[tuple[str, ...], ...] = (
     ("dispatched", "accepted", "resolved", "closed"),
@@ -368,7 +381,8 @@ def build_ticket_outcomes(seed: int, n_tickets: int) -> TicketEvents:
     left out, so open tickets exist. Vectorised: one row per event, times by cumulative sums.
     """
     g = rng(seed, "tickets")
-    start = np.sort(g.integers(START_MINUTE, END_MINUTE, n_tickets))
+    days = (END_MINUTE - START_MINUTE) // 1440
+    start = np.sort(START_MINUTE + g.integers(0, days + 1, n_tickets) * 1440 + g.integers(7 * 60, 22 * 60, n_tickets))
     raw = g.integers(0, 2**62, n_tickets, dtype=np.int64)
     ticket_ids = np.array([f"TK{v:016X}"[:14] for v in raw.tolist()])
     path = g.choice(len(PATHS), size=n_tickets, p=PATH_WEIGHTS)
@@ -396,7 +410,8 @@ def build_ticket_outcomes(seed: int, n_tickets: int) -> TicketEvents:
     for name, template in NOTES.items():
         rows = event == name
         before, _, after = template.partition("{dept}")
-        texts = np.char.add(np.char.add(before, department[rows]), after) if "{dept}" in template else template
+        names = np.array([DEPARTMENT_NAMES[d] for d in department[rows]], dtype=str)
+        texts = np.char.add(np.char.add(before, names), after) if "{dept}" in template else template
         note[rows] = texts
     note[g.random(len(ticket)) < 0.3] = ""
     known = minute <= END_MINUTE

@@ -62,7 +62,7 @@ class Holdings:
 def _recent_days(generator: np.random.Generator, n: int, start: date, end_day: int, scale_years: float) -> np.ndarray:
     """Days skewed towards `end_day` (registrations grow over time)."""
     span = end_day - day_number(start)
-    back = np.minimum(generator.exponential(scale_years * 365.25, n), span)
+    back = generator.exponential(scale_years * 365.25, n) % span
     return (end_day - back).astype(np.int64)
 
 

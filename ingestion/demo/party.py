@@ -107,7 +107,7 @@ def build_party(seed: int, pop: Population, geo: Geography, insurance: Records, 
     comm_start = np.r_[0, np.cumsum(comm_counts)[:-1]]
     links = np.minimum(links, comm_counts[community])
     link_member = np.repeat(np.arange(n), links)
-    rank = np.arange(len(link_member)) - np.repeat(np.r_[0, np.cumsum(links)[:-1]], links)
+    rank = np.arange(len(link_member)) - np.repeat(np.cumsum(links) - links, links)
     start = (g.random(n) * comm_counts[community]).astype(np.int64)
     c = community[link_member]
     slot = (start[link_member] + rank) % comm_counts[c]

@@ -12,7 +12,7 @@ DISTRICT_NAME = "南海区"
 CITY_NAME = "佛山市"
 CITY_PREFIX = "佛山市南海区"
 
-# (9-digit street code, name, centre lon, centre lat): codes 0xx are 街道, 1xx are 镇.
+# (9-digit street code, name): codes 0xx are 街道 (sub-districts), 1xx are 镇 (towns).
 STREETS: tuple[tuple[str, str], ...] = (
     ("440605011", "桂城街道"),
     ("440605121", "九江镇"),
