@@ -8,7 +8,6 @@ column, the value as delivered, the rule and what a valid value looks like.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 import polars as pl
@@ -256,11 +255,5 @@ def raw_records(raw: pl.DataFrame, indexes: list[int], contract: Contract) -> tu
     records: list[str] = []
     for row in subset.iter_rows(named=True):
         keys.append("|".join("" if row[k] is None else str(row[k]) for k in contract.primary_key))
-        records.append(json.dumps(row, ensure_ascii=False, default=_json_default))
+        records.append(json.dumps(row, ensure_ascii=False, default=str))
     return keys, records
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(value)

@@ -200,7 +200,6 @@ def test_unknown_contract_is_rejected_on_record(landing, warehouse):
 
 
 def test_undecodable_bytes_reject_with_the_line(landing, warehouse):
-    body = b"id_number,name\n" + b"440605198001010011,\xff\xfe\n"
     header = ",".join(get_contract(HOUSEHOLDS).column_names) + "\n"
     body = header.encode() + b"440605198001010011,\x80\x80\x80,1\n"
     write_batch(landing, HOUSEHOLDS, "20261101T020000", [{}], raw_body=body, encoding="utf-8")
