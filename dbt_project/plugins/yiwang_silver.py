@@ -46,7 +46,7 @@ def storage_options(path: str) -> dict[str, str] | None:
 def empty_table(columns: dict[str, str]) -> pa.Table:
     """An empty Arrow table with the given DuckDB-typed columns (DuckDB itself maps the types)."""
     if not columns:
-        raise ValueError("source meta `silver_columns` is empty: cannot stage a missing silver table")
+        raise ValueError("source meta `silver_columns`/`table_columns` is empty: cannot stage a missing table")
     select_list = ", ".join(f'cast(null as {sql_type}) as "{name}"' for name, sql_type in columns.items())
     with duckdb.connect() as connection:
         return connection.sql(f"select {select_list} limit 0").to_arrow_table()
@@ -65,7 +65,7 @@ def _check_local_warehouse(path: str) -> None:
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
-        self.schema = str(plugin_config.get("schema", "silver"))
+        self.schemas = [str(name) for name in plugin_config.get("schemas", ["silver"])]
 
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Create the schema of the loaded sources once, up front.
@@ -73,7 +73,8 @@ class Plugin(BasePlugin):
         dbt-duckdb runs `CREATE SCHEMA IF NOT EXISTS` for each source it loads; two threads doing that
         at once on a fresh DuckDB file fail with a catalog write-write conflict.
         """
-        conn.execute(f'create schema if not exists "{self.schema}"')
+        for schema in self.schemas:
+            conn.execute(f'create schema if not exists "{schema}"')
 
     def load(self, source_config: SourceConfig) -> Any:
         if "delta_table_path" not in source_config:
@@ -84,7 +85,8 @@ class Plugin(BasePlugin):
             _check_local_warehouse(path)
         if not DeltaTable.is_deltatable(path, storage_options=options):
             logger.warning(f"silver table {path} does not exist yet: {source_config.table_name()} is empty")
-            return empty_table(dict(source_config.get("silver_columns") or {}))
+            columns = source_config.get("silver_columns") or source_config.get("table_columns") or {}
+            return empty_table(dict(columns))
         table = DeltaTable(path, storage_options=options)
         version = source_config.get("as_of_version")
         if version is not None:

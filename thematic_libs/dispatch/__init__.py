@@ -1,0 +1,1 @@
+"""The lean dispatch table `gold/dispatch/tickets`: one derivation path that every source feeds."""
