@@ -170,6 +170,50 @@ def ledger(
     console.print(table)
 
 
+tickets_app = typer.Typer(help="The dispatch table gold/dispatch/tickets.", no_args_is_help=True)
+app.add_typer(tickets_app, name="tickets")
+
+
+@tickets_app.command("changes")
+def tickets_changes(
+    since_version: int = typer.Option(
+        -1, "--since-version", help="Last table version you processed; -1 (default) returns every ticket."
+    ),
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+    output_format: str = typer.Option("jsonl", "--format", help="jsonl (one ticket per line) or table."),
+) -> None:
+    """New and changed tickets after table version N, the latest state of each (for the dispatch system).
+
+    Prints one JSON object per ticket on stdout with `change_type` (new | changed) and `table_version`;
+    the current table version goes to stderr as `next --since-version: V`: pass it next time.
+    """
+    import json
+
+    from ingestion.warehouse import Warehouse
+    from orchestration.settings import Settings
+    from thematic_libs.dispatch.store import changes_since
+
+    changes, version = changes_since(Warehouse.at(warehouse or Settings.from_env().warehouse), since_version)
+    if output_format == "table":
+        table = Table("ticket", "change", "event", "grid", "department", "priority", "status", "due")
+        for row in changes.to_pylist():
+            table.add_row(
+                row["ticket_id"],
+                row["change_type"],
+                f"{row['event_code']} {row['event_name']}",
+                row["grid_code"] or row["district_code"],
+                row["department_code"],
+                row["priority"],
+                row["status"],
+                str(row["due_at"]),
+            )
+        console.print(table)
+    else:
+        for row in changes.to_pylist():
+            sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    Console(stderr=True).print(f"{changes.num_rows} ticket(s); next --since-version: {version}")
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
 

@@ -33,8 +33,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition
+import duckdb
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from deltalake import write_deltalake
 
 from ingestion.warehouse import Warehouse
 
@@ -181,6 +183,9 @@ class YiwangDbtTranslator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         if dbt_resource_props["resource_type"] == "source":
+            declared = (dbt_resource_props.get("meta") or {}).get("asset_key")
+            if declared:  # gold tables built in Python declare their Dagster asset key
+                return AssetKey(list(declared))
             return AssetKey(["silver", dbt_resource_props["source_name"], dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 
@@ -194,12 +199,27 @@ class YiwangDbtTranslator(DagsterDbtTranslator):
 def missing_silver_tables(manifest: Mapping[str, Any], warehouse: str) -> list[str]:
     """`department/dataset` of every source whose silver Delta table does not exist yet."""
     store = Warehouse.at(warehouse)
-    tables = sorted(f"{s['source_name']}/{s['name']}" for s in manifest.get("sources", {}).values())
+    tables = sorted(
+        f"{s['source_name']}/{s['name']}"
+        for s in manifest.get("sources", {}).values()
+        if "/silver/" in str((s.get("meta") or {}).get("delta_table_path", ""))
+    )
     return [table for table in tables if not store.exists(f"silver/{table}")]
 
 
-def make_dbt_assets(manifest_path: Path, project: DbtProject | None = None) -> AssetsDefinition:
-    """The @dbt_assets over every model of the manifest; `dbt build` runs models and their tests."""
+# Models downstream of the gold tables built in Python (urban events, tickets) run in a second dbt
+# invocation, after those assets: one op cannot run both before and after another asset.
+AFTER_GOLD_SELECTION = "source:gold+"
+
+
+def make_dbt_assets(
+    manifest_path: Path,
+    project: DbtProject | None = None,
+    name: str = "yiwang_dbt",
+    select: str = "fqn:*",
+    exclude: str | None = None,
+) -> AssetsDefinition:
+    """The @dbt_assets over the selected models of the manifest; `dbt build` runs models and their tests."""
     project = project or dbt_project()
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
 
@@ -207,9 +227,11 @@ def make_dbt_assets(manifest_path: Path, project: DbtProject | None = None) -> A
         manifest=manifest,
         project=project,
         dagster_dbt_translator=YiwangDbtTranslator(),
-        name="yiwang_dbt",
+        name=name,
+        select=select,
+        exclude=exclude,
     )
-    def yiwang_dbt(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    def _dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         environment = dbt_environment()
         missing = missing_silver_tables(manifest, environment["YIWANG_WAREHOUSE"])
         if missing:
@@ -218,7 +240,43 @@ def make_dbt_assets(manifest_path: Path, project: DbtProject | None = None) -> A
             invocation = dbt.cli(["build"], context=context)  # starts the dbt process with this env
         yield from invocation.stream()
 
-    return yiwang_dbt
+    return _dbt_models
+
+
+def gold_tables(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`gold path -> model node` for every model whose meta names a `gold_table` (e.g. party/org_tree)."""
+    found = {}
+    for node in manifest.get("nodes", {}).values():
+        gold = (node.get("meta") or {}).get("gold_table") or (node.get("config", {}).get("meta") or {}).get(
+            "gold_table"
+        )
+        if node.get("resource_type") == "model" and gold:
+            found[f"gold/{gold}"] = node
+    return dict(sorted(found.items()))
+
+
+def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
+    """An asset copying one dbt mart from the DuckDB file to the Delta table `table` (overwrite)."""
+    relation = f'"{node["schema"]}"."{node.get("alias") or node["name"]}"'
+    model_key = YiwangDbtTranslator().get_asset_key(node)
+
+    @asset(
+        key=AssetKey(table.split("/")),
+        deps=[model_key],
+        group_name="gold",
+        description=f"{table}: the dbt model {node['name']} published as a Delta table. {node.get('description', '')}",
+        kinds={"delta"},
+    )
+    def _export() -> MaterializeResult:
+        warehouse = Warehouse.at(warehouse_root())
+        with duckdb.connect(str(duckdb_path()), read_only=True) as connection:
+            rows = connection.sql(f"select * from {relation}").to_arrow_table()
+        write_deltalake(
+            warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
+        )
+        return MaterializeResult(metadata={"rows": rows.num_rows, "source_model": node["unique_id"]})
+
+    return _export
 
 
 def dbt_resource(project: DbtProject | None = None) -> DbtCliResource:
@@ -227,10 +285,17 @@ def dbt_resource(project: DbtProject | None = None) -> DbtCliResource:
 
 
 def build_dbt_definitions() -> tuple[list[AssetsDefinition], dict[str, DbtCliResource]]:
-    """The dbt assets and the resources they need, for orchestration/definitions.py to merge.
+    """The dbt assets (two invocations, around the gold Python assets), the gold exports of the marts,
+    and the resources they need, for orchestration/definitions.py to merge.
 
     Parses the dbt project first when its manifest is missing or was parsed for another warehouse.
     """
     project = dbt_project()
     manifest_path = ensure_manifest(project)
-    return [make_dbt_assets(manifest_path, project)], {DBT_RESOURCE_KEY: dbt_resource(project)}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    assets = [
+        make_dbt_assets(manifest_path, project, "yiwang_dbt", exclude=AFTER_GOLD_SELECTION),
+        make_dbt_assets(manifest_path, project, "yiwang_dbt_after_gold", select=AFTER_GOLD_SELECTION),
+        *(make_gold_export(table, node) for table, node in gold_tables(manifest).items()),
+    ]
+    return assets, {DBT_RESOURCE_KEY: dbt_resource(project)}

@@ -6,9 +6,17 @@ collects them and binds the resources from the settings.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job, definitions
+from dagster import (
+    AssetSelection,
+    Definitions,
+    ScheduleDefinition,
+    define_asset_job,
+    definitions,
+    in_process_executor,
+)
 
 from orchestration.dbt_assets import build_dbt_definitions
+from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
 from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, new_landing_batches
 from orchestration.quality_assets import quality_assets, quality_checks
 from orchestration.resources import PlatformResource
@@ -19,7 +27,10 @@ PLATFORM_JOB = "platform_build"
 platform_build = define_asset_job(
     PLATFORM_JOB,
     selection=AssetSelection.all(),
-    description="Everything: land pending batches, silver, quality, dbt models. What `yiwang run` executes.",
+    description="Everything: batches, silver, quality, dbt models, gold, tickets. What `yiwang run` executes.",
+    # One process: dbt writes the DuckDB file that the gold exports read; parallel ops would collide
+    # on DuckDB's file lock, and on 2 cores they would not be faster.
+    executor_def=in_process_executor,
 )
 
 nightly_build = ScheduleDefinition(
@@ -36,8 +47,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings.export()
     dbt_assets, dbt_resources = build_dbt_definitions()
     return Definitions(
-        assets=[*ingestion_assets(), *quality_assets(), *dbt_assets],
-        asset_checks=[*ingestion_checks(), *quality_checks()],
+        assets=[*ingestion_assets(), *quality_assets(), *dbt_assets, *dispatch_assets()],
+        asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks()],
         jobs=[platform_build],
         schedules=[nightly_build],
         sensors=[new_landing_batches],

@@ -469,7 +469,7 @@ def test_hotline_labels_and_event_catalogue(
 
     with open(EVENT_CATALOGUE, encoding="utf-8") as f:
         catalogue = list(csv.DictReader(f))
-    assert 30 <= len(catalogue) <= 50
+    assert 30 <= sum(row["major_code"] <= "06" for row in catalogue) <= 50
     codes = {row["event_code"]: row for row in catalogue}
     assert {"010101", "050102", "040201"} <= set(codes)
     truth = {row["appeal_id"]: row["event_code"] for row in labels["hotline_event_codes"]}

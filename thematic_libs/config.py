@@ -55,7 +55,10 @@ def load_section(package: str, section: str, override_path: Path | None = None) 
     `override_path` defaults to the file named by `YIWANG_DISTRICT_CONFIG`.
     """
     text = resources.files(package).joinpath("defaults.yaml").read_text(encoding="utf-8")
-    defaults = yaml.safe_load(text) or {}
+    document = yaml.safe_load(text) or {}
+    if section not in document:
+        raise ConfigError(f"{package}/defaults.yaml has no section {section!r}")
+    defaults = document[section]
     path = override_path if override_path is not None else district_config_path()
     if path is None:
         return defaults

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 
 import numpy as np
@@ -21,11 +21,14 @@ from ingestion.demo.common import minute_number, rng
 from ingestion.demo.enterprises import ACTIVE, Enterprises
 from ingestion.demo.geography import Geography
 from ingestion.demo.timeline import EVENTS_START, HOURLY_TIMES
+from thematic_libs.dispatch.keys import CST, default_window_hours, place_dedupe_key, ticket_id
 
+EPOCH = datetime(1970, 1, 1)  # minute numbers count local minutes from here (common.minute_number)
 END_MINUTE = minute_number(HOURLY_TIMES[-1])
 START_MINUTE = minute_number(EVENTS_START)
 STORM = (minute_number(datetime(2026, 11, 8, 14)), minute_number(datetime(2026, 11, 9, 10)))
 FLOODING = "040201"
+URBAN_MAJORS = ("01", "02", "03", "04", "05", "06")
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,18 @@ class CatalogueItem:
 
 
 def load_catalogue() -> list[CatalogueItem]:
-    """The event catalogue shipped in `thematic_libs/reference`."""
+    """The urban-management classes (majors 01-06) of the event catalogue shipped in `thematic_libs/reference`.
+
+    Citizens and grid workers report only these; the later majors (enterprise appeals, cross-check,
+    IoT / video alerts) come from their own sources.
+    """
     text = resources.files("thematic_libs.reference").joinpath("event_catalogue.csv").read_text(encoding="utf-8")
     return [
         CatalogueItem(
             r["event_code"], r["major_code"], r["item_name"], r["default_priority"], tuple(r["keywords"].split("|"))
         )
         for r in csv.DictReader(text.splitlines())
+        if r["major_code"] in URBAN_MAJORS
     ]
 
 
@@ -374,17 +382,41 @@ class TicketEvents:
     note: np.ndarray
 
 
-def build_ticket_outcomes(seed: int, n_tickets: int) -> TicketEvents:
-    """Outcomes of tickets the dispatch system made from earlier derived tickets (ids are its own).
+def derived_tickets(reports: TextEvents, hotline: TextEvents, geo: Geography) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and creation minutes of the tickets the platform derives from these reports and appeals.
 
-    Each ticket follows one of `PATHS`; events after the last batch's cut are not known yet and are
-    left out, so open tickets exist. Vectorised: one row per event, times by cumulative sums.
+    The dispatch system reports on the platform's tickets, so the outcomes must carry the platform's
+    ticket ids: the same dedupe key (event code, grid, merge window) and the same id function
+    (`thematic_libs.dispatch.keys`). Appeals from other districts have no grid and are left out.
+    """
+    window = default_window_hours()
+    codes = np.concatenate([reports.event_code, hotline.event_code])
+    grids = np.concatenate([reports.grid, hotline.grid])
+    minutes = np.concatenate([reports.minute, hotline.minute])
+    located = grids >= 0
+    codes, grids, minutes = codes[located], grids[located], minutes[located]
+    order = np.lexsort((minutes, grids, codes))
+    labels = {}
+    for code, grid, minute in zip(codes[order].tolist(), grids[order].tolist(), minutes[order].tolist(), strict=True):
+        moment = (EPOCH + timedelta(minutes=minute)).replace(tzinfo=CST)
+        key = place_dedupe_key(code, str(geo.grid_code[grid]), moment, window)
+        labels.setdefault(key, minute)  # sorted by time within a code and grid: the first report creates it
+    ids = np.array([ticket_id(key) for key in labels])
+    created = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
+    by_time = np.argsort(created, kind="stable")
+    return ids[by_time], created[by_time]
+
+
+def build_ticket_outcomes(seed: int, ticket_ids: np.ndarray, created_minute: np.ndarray) -> TicketEvents:
+    """Outcomes the dispatch system reports for the platform's derived tickets.
+
+    Each ticket follows one of `PATHS`, dispatched 10-90 minutes after it was created; events after
+    the last batch's cut are not known yet and are left out, so open tickets exist. Vectorised: one row
+    per event, times by cumulative sums.
     """
     g = rng(seed, "tickets")
-    days = (END_MINUTE - START_MINUTE) // 1440
-    start = np.sort(START_MINUTE + g.integers(0, days + 1, n_tickets) * 1440 + g.integers(7 * 60, 22 * 60, n_tickets))
-    raw = g.integers(0, 2**62, n_tickets, dtype=np.int64)
-    ticket_ids = np.array([f"TK{v:016X}"[:14] for v in raw.tolist()])
+    n_tickets = len(ticket_ids)
+    start = created_minute + g.integers(10, 90, n_tickets)
     path = g.choice(len(PATHS), size=n_tickets, p=PATH_WEIGHTS)
     width = max(len(p) for p in PATHS)
     matrix = np.array([list(p) + [""] * (width - len(p)) for p in PATHS])

@@ -31,6 +31,7 @@ from ingestion.demo.events import (
     build_grid_reports,
     build_hotline,
     build_ticket_outcomes,
+    derived_tickets,
     load_catalogue,
 )
 from ingestion.demo.geography import Geography, build_geography
@@ -100,7 +101,7 @@ def build_world(seed: int, scale: float) -> World:
     catalogue = load_catalogue()
     reports = build_grid_reports(seed, residents, geo, catalogue)
     hotline = build_hotline(seed, residents, geo, catalogue)
-    tickets = build_ticket_outcomes(seed, max(20, round(0.6 * (len(reports.minute) + len(hotline.minute)))))
+    tickets = build_ticket_outcomes(seed, *derived_tickets(reports, hotline, geo))
     return World(
         seed=seed,
         scale=scale,

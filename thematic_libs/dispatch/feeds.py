@@ -1,0 +1,46 @@
+"""Ticket feeds: which gold table feeds which ticket sources.
+
+A feed reads the candidates of its sources from a gold table another asset built; the dispatch
+asset replaces the feed's rows in `gold/dispatch/ticket_sources`, then re-derives the tickets from
+all sources at once, so a grid report and a hotline appeal about the same thing merge into one
+ticket whatever feed brought them. A new source (IoT alerts, video AI, the cross-check) adds one
+`TicketFeed` here and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ingestion.warehouse import Warehouse
+from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
+
+URBAN_EVENTS = "gold/urban/events"
+
+
+@dataclass(frozen=True)
+class TicketFeed:
+    name: str
+    sources: tuple[str, ...]
+    table: str  # the gold table it reads (its Dagster asset key is the path split on "/")
+    read: Callable[[Warehouse], pa.Table | None]  # candidates, or None when the table is not built
+
+
+def _candidate_columns(table: pa.Table) -> pa.Table:
+    names = [field.name for field in CANDIDATE_SCHEMA]
+    return table.select([name for name in names if name in table.column_names])
+
+
+def read_urban_events(warehouse: Warehouse) -> pa.Table | None:
+    """Urban events that carry an event code (unclassified hotline appeals wait for a person)."""
+    if not warehouse.exists(URBAN_EVENTS):
+        return None
+    events = warehouse.table(URBAN_EVENTS).to_pyarrow_table(filters=[("event_code", "!=", "")])
+    return _candidate_columns(events)
+
+
+FEEDS: tuple[TicketFeed, ...] = (
+    TicketFeed("urban_events", ("hotline", "grid_report", "enterprise_appeal"), URBAN_EVENTS, read_urban_events),
+)

@@ -1,0 +1,144 @@
+"""Urban events (智慧城管): hotline appeals, grid reports and enterprise appeals as one table of events.
+
+Each event gets an event code (grid workers deliver one; hotline text gets one from the keyword
+classifier; an enterprise appeal's topic maps to a catalogue item), a place (the grid report's own
+grid; the hotline's coordinates, to the containing or nearest grid, else its district; the
+enterprise's registered location) and, through the dispatch derivation, its ticket.
+
+Phone numbers and ID numbers that callers dictate into the appeal text are masked before the text
+leaves silver: the handling department needs the problem and the place, not the caller's identity.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from ingestion.contract import get_contract
+from ingestion.silver import silver_table
+from ingestion.warehouse import Warehouse
+from thematic_libs.dispatch.derive import DispatchConfig, prepare
+from thematic_libs.dispatch.keys import sql_window_label
+from thematic_libs.reference import load_enterprise_appeal_topics, load_event_catalogue
+from thematic_libs.urban.classifier import classify
+
+GRID_REGISTRY = "zhengshu.grid_registry"
+HOTLINE = "zhengshu.hotline_appeals"
+GRID_REPORTS = "chengguan.grid_reports"
+ENTERPRISE_APPEALS = "zhengshu.enterprise_appeals"
+ENTERPRISES = "shichang.enterprise_registration"
+
+# Mobile numbers (11 digits from 1[3-9]) and resident ID numbers (18 characters) inside free text.
+MASKS = ((r"(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)", r"\1***********\2"), (r"[1-9][0-9]{16}[0-9Xx]", "******************"))
+
+
+def read_silver(warehouse: Warehouse, contract_id: str, columns: list[str]) -> pa.Table:
+    """The current silver state of a contract (only `columns`); empty when it has not arrived yet."""
+    table = silver_table(get_contract(contract_id))
+    if warehouse.exists(table):
+        return warehouse.table(table).to_pyarrow_table(columns=columns)
+    from ingestion.contract import silver_schema
+
+    schema = silver_schema(get_contract(contract_id))
+    return pa.schema([schema.field(name) for name in columns]).empty_table()
+
+
+def read_grids(warehouse: Warehouse) -> pa.Table:
+    return read_silver(
+        warehouse,
+        GRID_REGISTRY,
+        ["grid_code", "community_code", "street_code", "district_code", "center_lon", "center_lat", "polygon_wkt"],
+    )
+
+
+def _masked(expression: str) -> str:
+    for pattern, replacement in MASKS:
+        expression = f"regexp_replace({expression}, '{pattern}', '{replacement}', 'g')"
+    return expression
+
+
+def event_candidates(warehouse: Warehouse, merge_window_hours: int) -> pa.Table:
+    """One ticket candidate per hotline appeal, grid report and enterprise appeal (CANDIDATE_SCHEMA columns
+    plus `classified_by`, `classifier_score`, `uscc`)."""
+    hotline = read_silver(
+        warehouse,
+        HOTLINE,
+        ["appeal_id", "received_at", "channel", "content", "address_text", "lon", "lat", "district_code", "is_urgent"],
+    )
+    classified = classify(hotline["content"])
+    hotline = hotline.append_column("classified_code", classified["event_code"]).append_column(
+        "classifier_score", classified["score"].cast(pa.float64())
+    )
+    reports = read_silver(
+        warehouse,
+        GRID_REPORTS,
+        ["report_id", "grid_code", "reported_at", "event_code", "description", "lon", "lat", "photo_uri"],
+    )
+    appeals = read_silver(
+        warehouse, ENTERPRISE_APPEALS, ["appeal_id", "uscc", "submitted_at", "topic", "content", "status"]
+    )
+    enterprises = read_silver(warehouse, ENTERPRISES, ["uscc", "name", "lon", "lat", "division_code"])
+    connection = duckdb.connect()
+    for name, table in {
+        "hotline": hotline,
+        "reports": reports,
+        "appeals": appeals,
+        "enterprises": enterprises,
+        "topics": load_enterprise_appeal_topics(),
+    }.items():
+        connection.register(name, table)
+    window = sql_window_label("a.submitted_at", merge_window_hours)
+    return connection.sql(
+        f"""
+        select 'hotline' as source, appeal_id as source_ref, classified_code as event_code,
+            coalesce('12345热线：' || {_masked("address_text")}, '12345热线诉求') as title,
+            {_masked("content")} as description,
+            received_at as occurred_at, lon, lat, null as grid_code, null as community_code, district_code,
+            is_urgent, null as evidence_uri, null as dedupe_key, null as department_code,
+            case when classified_code is null then 'unclassified' else 'keywords' end as classified_by,
+            classifier_score, null as uscc
+        from hotline
+        union all
+        select 'grid_report', report_id, event_code, '网格上报', description, reported_at, lon, lat, grid_code,
+            null, null, false, photo_uri, null, null, 'delivered', null, null
+        from reports
+        union all
+        select 'enterprise_appeal', a.appeal_id, t.event_code, '企业诉求：' || coalesce(e.name, a.uscc),
+            a.content, a.submitted_at, e.lon, e.lat, null, e.division_code, null, false, null,
+            'enterprise_appeal|' || a.uscc || '|' || t.event_code || '|' || {window}, null,
+            'topic', null, a.uscc
+        from appeals as a
+        left join topics as t on a.topic = t.topic
+        left join enterprises as e on a.uscc = e.uscc
+        """
+    ).to_arrow_table()
+
+
+def build_urban_events(warehouse: Warehouse, config: DispatchConfig) -> tuple[pa.Table, pa.Table]:
+    """The urban events table (located, classified, with the ticket each one feeds) and the rejections.
+
+    An event that cannot become a ticket (unclassified text, an event code outside the catalogue,
+    no place) stays in the events table with an empty `ticket_id`; the rejection says why.
+    """
+    candidates = event_candidates(warehouse, config.merge_window_hours)
+    prepared = prepare(candidates, read_grids(warehouse), config)
+    catalogue = load_event_catalogue().select(["event_code", "item_name", "major_code", "minor_code"])
+    connection = duckdb.connect()
+    connection.register("candidates", candidates)
+    connection.register("prepared", prepared.rows)
+    connection.register("catalogue", catalogue)
+    events = connection.sql(
+        """
+        select c.source || ':' || c.source_ref as event_id, c.source, c.source_ref, c.event_code,
+            k.item_name as event_name, k.major_code, k.minor_code, c.title, c.description, c.occurred_at,
+            c.lon, c.lat, p.grid_code, coalesce(p.community_code, c.community_code) as community_code,
+            p.street_code, coalesce(p.district_code, c.district_code) as district_code,
+            coalesce(p.located_by, 'unlocated') as located_by, c.classified_by, c.classifier_score,
+            c.is_urgent, c.uscc, p.dedupe_key, p.ticket_id
+        from candidates as c
+        left join prepared as p on c.source = p.source and c.source_ref = p.source_ref
+        left join catalogue as k on c.event_code = k.event_code
+        order by c.occurred_at, c.source, c.source_ref
+        """
+    ).to_arrow_table()
+    return events, prepared.rejections
