@@ -87,7 +87,7 @@ def test_every_catalogue_code_resolves_for_the_demo_district() -> None:
     assert departments.null_count == 0
     assert set(departments.to_pylist()) <= set(_codes(ref.load_departments(), "department_code"))
     by_code = dict(zip(codes.to_pylist(), departments.to_pylist(), strict=True))
-    assert by_code["040201"] == "shuiwu"  # minor 0402 beats major 04 (yingji)
+    assert by_code["040201"] == "shuiwuju"  # minor 0402 beats major 04 (yingji)
     assert by_code["050203"] == "gongan"  # minor 0502
     assert by_code["050202"] == "jiaotong"  # item beats minor 0502
     assert by_code["050101"] == "chengguan"  # major 05

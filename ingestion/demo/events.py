@@ -330,7 +330,7 @@ DEPARTMENTS = (
     "shichang",
     "gongan",
     "yingji",
-    "shuiwu",
+    "shuiwuju",
     "jiaotong",
     "jd_guicheng",
     "jd_dali",
@@ -342,7 +342,7 @@ DEPARTMENT_NAMES = {
     "shichang": "区市场监管局",
     "gongan": "公安分局",
     "yingji": "区应急管理局",
-    "shuiwu": "区水务局",
+    "shuiwuju": "区水务局",
     "jiaotong": "区交通运输局",
     "jd_guicheng": "桂城街道办",
     "jd_dali": "大沥镇政府",
@@ -476,10 +476,10 @@ CAMERA_SCENES = {
     "school": "helmet,crowd_gathering",
 }
 RESOURCE_TYPES = (
-    ("pump", "应急抽水泵", "shuiwu", (200, 2000)),
+    ("pump", "应急抽水泵", "shuiwuju", (200, 2000)),
     ("shelter", "应急避难场所", "yingji", (200, 3000)),
     ("rescue_team", "应急救援队", "xiaofang", (10, 60)),
-    ("sandbag_depot", "防汛沙袋储备点", "shuiwu", (1000, 20000)),
+    ("sandbag_depot", "防汛沙袋储备点", "shuiwuju", (1000, 20000)),
     ("generator", "移动发电机组", "yingji", (50, 500)),
     ("boat", "冲锋舟", "xiaofang", (6, 12)),
 )
