@@ -24,11 +24,18 @@ def demo_data(
     scale: float = typer.Option(1.0, "--scale", help="1 = a small district of 20,000 residents."),
     seed: int = typer.Option(0, "--seed", help="Same seed and scale give byte-identical files."),
     defect_rate: float = typer.Option(0.02, "--defect-rate", help="Share of rows with planted defects."),
+    event_multiplier: float = typer.Option(
+        1.0,
+        "--event-multiplier",
+        help="Multiply the daily grid reports, hotline and enterprise appeals (benchmarks); 1 = the ordinary demo.",
+    ),
 ) -> None:
     """Write a deterministic demo landing zone that follows the contracts."""
     from ingestion.demo import generate_landing_zone
 
-    summary = generate_landing_zone(out, scale=scale, seed=seed, defect_rate=defect_rate)
+    summary = generate_landing_zone(
+        out, scale=scale, seed=seed, defect_rate=defect_rate, event_multiplier=event_multiplier
+    )
     console.print(
         f"[green]wrote[/] {summary.batches} batches, {summary.rows:,} rows, {summary.residents:,} residents "
         f"to {out} (as of {summary.as_of})"

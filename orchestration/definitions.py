@@ -15,6 +15,7 @@ from dagster import (
     in_process_executor,
 )
 
+from orchestration.crosscheck_assets import crosscheck
 from orchestration.dbt_assets import build_dbt_definitions
 from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
 from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, new_landing_batches
@@ -47,7 +48,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings.export()
     dbt_assets, dbt_resources = build_dbt_definitions()
     return Definitions(
-        assets=[*ingestion_assets(), *quality_assets(), *dbt_assets, *dispatch_assets()],
+        assets=[*ingestion_assets(), *quality_assets(), *dbt_assets, *dispatch_assets(), crosscheck],
         asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks()],
         jobs=[platform_build],
         schedules=[nightly_build],

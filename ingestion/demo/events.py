@@ -121,6 +121,11 @@ def _daily_ids(prefix: str, minute: np.ndarray, width: int) -> np.ndarray:
     starts = np.r_[0, np.flatnonzero(np.diff(day)) + 1]
     first = np.repeat(starts, np.diff(np.r_[starts, len(day)]))
     seq = np.arange(len(day)) - first + 1
+    if len(seq) and seq.max() >= 10**width:
+        raise ValueError(
+            f"{seq.max():,} {prefix} events on one day do not fit the {width}-digit running number of their id: "
+            "lower the scale or the event multiplier"
+        )
     dates = (day.astype("datetime64[D]")).astype(str)
     ymd = np.char.replace(dates, "-", "")
     return np.char.add(np.char.add(prefix, ymd), np.char.zfill(seq.astype(str), width))
@@ -203,9 +208,11 @@ def _texts(
     return out
 
 
-def build_grid_reports(seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem]) -> TextEvents:
+def build_grid_reports(
+    seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem], event_multiplier: float = 1.0
+) -> TextEvents:
     g = rng(seed, "grid-reports")
-    minute = _event_times(g, max(24.0, residents * 0.0012), (8, 19))
+    minute = _event_times(g, max(24.0, residents * 0.0012) * event_multiplier, (8, 19))
     storm_grids = np.flatnonzero(geo.grid_lat < np.quantile(geo.grid_lat, 0.4))
     item, grid = _classes(g, catalogue, minute, storm_grids)
     free = grid < 0
@@ -235,9 +242,11 @@ def build_grid_reports(seed: int, residents: int, geo: Geography, catalogue: lis
     )
 
 
-def build_hotline(seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem]) -> TextEvents:
+def build_hotline(
+    seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem], event_multiplier: float = 1.0
+) -> TextEvents:
     g = rng(seed, "hotline")
-    minute = _event_times(g, max(16.0, residents * 0.0008), (7, 23))
+    minute = _event_times(g, max(16.0, residents * 0.0008) * event_multiplier, (7, 23))
     n = len(minute)
     storm_grids = np.flatnonzero(geo.grid_lat < np.quantile(geo.grid_lat, 0.4))
     item, grid = _classes(g, catalogue, minute, storm_grids)
@@ -293,10 +302,10 @@ class EnterpriseAppeals:
     status_minutes: np.ndarray  # (n, 4): when it became open, in_progress, resolved, closed (-1 never)
 
 
-def build_enterprise_appeals(seed: int, ent: Enterprises) -> EnterpriseAppeals:
+def build_enterprise_appeals(seed: int, ent: Enterprises, event_multiplier: float = 1.0) -> EnterpriseAppeals:
     g = rng(seed, "enterprise-appeals")
     active = np.flatnonzero((ent.status == ACTIVE) & ~ent.planted)
-    minute = _event_times(g, max(2.0, ent.size * 0.0004), (9, 18))
+    minute = _event_times(g, max(2.0, ent.size * 0.0004) * event_multiplier, (9, 18))
     n = len(minute)
     who = active[g.integers(len(active), size=n)]
     topic = g.choice(len(APPEAL_TOPICS), size=n, p=[0.15, 0.2, 0.2, 0.12, 0.13, 0.15, 0.05])
@@ -386,21 +395,25 @@ def derived_tickets(reports: TextEvents, hotline: TextEvents, geo: Geography) ->
     """The ids and creation minutes of the tickets the platform derives from these reports and appeals.
 
     The dispatch system reports on the platform's tickets, so the outcomes must carry the platform's
-    ticket ids: the same dedupe key (event code, grid, merge window) and the same id function
-    (`thematic_libs.dispatch.keys`). Appeals from other districts have no grid and are left out.
+    ticket ids: the same dedupe key (event code, place, merge window) and the same id function
+    (`thematic_libs.dispatch.keys`).
     """
     window = default_window_hours()
+    # Where the platform places each report: its grid; a hotline appeal without coordinates only in
+    # its district. Appeals about other districts are not this platform's tickets.
+    geocoded = ~np.isnan(hotline.lon.astype(float))
+    hotline_place = np.where(geocoded, geo.grid_code[np.maximum(hotline.grid, 0)], hotline.extra["district_code"])
     codes = np.concatenate([reports.event_code, hotline.event_code])
-    grids = np.concatenate([reports.grid, hotline.grid])
+    places = np.concatenate([geo.grid_code[reports.grid], hotline_place]).astype(str)
     minutes = np.concatenate([reports.minute, hotline.minute])
-    located = grids >= 0
-    codes, grids, minutes = codes[located], grids[located], minutes[located]
-    order = np.lexsort((minutes, grids, codes))
+    ours = np.concatenate([reports.grid >= 0, hotline.grid >= 0])
+    codes, places, minutes = codes[ours], places[ours], minutes[ours]
+    order = np.lexsort((minutes, places, codes))
     labels = {}
-    for code, grid, minute in zip(codes[order].tolist(), grids[order].tolist(), minutes[order].tolist(), strict=True):
+    for code, place, minute in zip(codes[order].tolist(), places[order].tolist(), minutes[order].tolist(), strict=True):
         moment = (EPOCH + timedelta(minutes=minute)).replace(tzinfo=CST)
-        key = place_dedupe_key(code, str(geo.grid_code[grid]), moment, window)
-        labels.setdefault(key, minute)  # sorted by time within a code and grid: the first report creates it
+        key = place_dedupe_key(code, place, moment, window)
+        labels.setdefault(key, minute)  # sorted by time within a code and place: the first report creates it
     ids = np.array([ticket_id(key) for key in labels])
     created = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
     by_time = np.argsort(created, kind="stable")

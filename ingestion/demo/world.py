@@ -3,7 +3,8 @@
 Everything the contract builders need is built here in dependency order: geography, population,
 the assistance households (chosen first so that every later generator can keep them clean), the
 enterprise register, what people hold, party membership, then the planted cross-check cases, and
-finally the field events. Only the seed and the scale decide what comes out.
+finally the field events. Only the seed and the scale decide what comes out (and, for benchmarks, an
+events multiplier that scales the grid-report, hotline and enterprise-appeal rates alone).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class World:
     seed: int
     scale: float
     residents: int
+    event_multiplier: float
     contracts: dict[str, Contract]
     geo: Geography
     pop: Population
@@ -65,10 +67,15 @@ def residents_for(scale: float) -> int:
     return round(20_000 * scale)
 
 
-def build_world(seed: int, scale: float) -> World:
+def build_world(seed: int, scale: float, event_multiplier: float = 1.0) -> World:
+    """The district for `seed` and `scale`; `event_multiplier` multiplies the daily rates of grid reports,
+    hotline appeals and enterprise appeals (ticket outcomes follow), nothing else: 1 is the ordinary demo.
+    """
     residents = residents_for(scale)
     if residents < 500:
         raise ValueError("scale too small: the demo needs at least 500 residents (scale 0.025)")
+    if not event_multiplier > 0:
+        raise ValueError(f"event_multiplier must be positive, got {event_multiplier}")
     geo = build_geography(seed, residents, scale)
     pop = build_population(seed, residents, geo)
     background, pool = choose_households(seed, pop, PLANTED_HOUSEHOLDS)
@@ -99,13 +106,14 @@ def build_world(seed: int, scale: float) -> World:
         records.freeze()
     assign_case_ids(seed, cases)
     catalogue = load_catalogue()
-    reports = build_grid_reports(seed, residents, geo, catalogue)
-    hotline = build_hotline(seed, residents, geo, catalogue)
+    reports = build_grid_reports(seed, residents, geo, catalogue, event_multiplier)
+    hotline = build_hotline(seed, residents, geo, catalogue, event_multiplier)
     tickets = build_ticket_outcomes(seed, *derived_tickets(reports, hotline, geo))
     return World(
         seed=seed,
         scale=scale,
         residents=residents,
+        event_multiplier=event_multiplier,
         contracts=batch_contracts(),
         geo=geo,
         pop=pop,
@@ -118,6 +126,6 @@ def build_world(seed: int, scale: float) -> World:
         catalogue=catalogue,
         reports=reports,
         hotline=hotline,
-        appeals=build_enterprise_appeals(seed, ent),
+        appeals=build_enterprise_appeals(seed, ent, event_multiplier),
         tickets=tickets,
     )

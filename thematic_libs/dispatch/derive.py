@@ -138,6 +138,9 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
         f"""
         with communities as (
             select distinct community_code, street_code, district_code from grids
+        ),
+        districts as (
+            select distinct district_code from grids
         )
         select
             c.source, c.source_ref, c.event_code, k.item_name as event_name, c.title, c.description,
@@ -163,7 +166,10 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
             c.dedupe_key as given_dedupe_key,
             {window} as window_label,
             k.event_code is not null as known_event,
-            s.source is not null as known_source
+            s.source is not null as known_source,
+            (select count(*) from districts) = 0
+                or coalesce(g.district_code, m.district_code, c.district_code) in (select district_code from districts)
+                as in_jurisdiction
         from candidates as c
         left join catalogue as k on c.event_code = k.event_code
         left join priority_map as p on k.default_priority = p.default_priority
@@ -177,20 +183,26 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
         """
         select source, source_ref,
             case when not known_source then 'unknown_source'
+                 when event_code is null then 'unclassified'
                  when not known_event then 'unknown_event_code'
-                 else 'unlocated' end as rule,
+                 when district_code is null then 'unlocated'
+                 else 'outside_jurisdiction' end as rule,
             case when not known_source then 'source ' || coalesce(source, 'NULL')
                     || ' is not a ticket source; use one of the dispatch sources'
-                 when not known_event then 'event code ' || coalesce(event_code, 'NULL')
+                 when event_code is null then 'no event code: the text matched no keyword of the event catalogue;'
+                    || ' classify it by hand or add keywords to the catalogue'
+                 when not known_event then 'event code ' || event_code
                     || ' is not in the event catalogue; fix the record or add the code to the catalogue'
-                 else 'no grid, community or district: the record carries no place the platform knows' end
-                as detail
+                 when district_code is null
+                    then 'no grid, community or district: the record carries no place the platform knows'
+                 else 'district ' || district_code || ' is not in the grid registry: forward the record to that'
+                    || ' district''s platform' end as detail
         from located
-        where not known_source or not known_event or district_code is null
+        where not known_source or not known_event or district_code is null or not in_jurisdiction
         """
     ).to_arrow_table()
     kept = connection.sql(
-        "select * from located where known_source and known_event and district_code is not null"
+        "select * from located where known_source and known_event and district_code is not null and in_jurisdiction"
     ).to_arrow_table()
     departments = assign_departments(kept["event_code"], kept["district_code"])
     kept = kept.append_column("matrix_department", departments)

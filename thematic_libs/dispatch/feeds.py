@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
@@ -37,10 +38,24 @@ def read_urban_events(warehouse: Warehouse) -> pa.Table | None:
     """Urban events that carry an event code (unclassified hotline appeals wait for a person)."""
     if not warehouse.exists(URBAN_EVENTS):
         return None
-    events = warehouse.table(URBAN_EVENTS).to_pyarrow_table(filters=[("event_code", "!=", "")])
-    return _candidate_columns(events)
+    events = warehouse.table(URBAN_EVENTS).to_pyarrow_table()
+    return _candidate_columns(events.filter(pc.is_valid(events["ticket_id"])))
+
+
+def read_crosscheck_cases(warehouse: Warehouse) -> pa.Table | None:
+    """One candidate per case flagged by the latest cross-check run (case id and rule codes only)."""
+    from thematic_libs.social_assistance.gold import REVIEW_TABLE
+    from thematic_libs.social_assistance.run import ticket_candidates
+
+    if not warehouse.exists(REVIEW_TABLE):
+        return None
+    dates = warehouse.table(REVIEW_TABLE).to_pyarrow_table(columns=["as_of"])["as_of"]
+    if len(dates) == 0:
+        return None
+    return ticket_candidates(warehouse, pc.max(dates).as_py())
 
 
 FEEDS: tuple[TicketFeed, ...] = (
     TicketFeed("urban_events", ("hotline", "grid_report", "enterprise_appeal"), URBAN_EVENTS, read_urban_events),
+    TicketFeed("crosscheck", ("crosscheck",), "gold/social_assistance/case_review", read_crosscheck_cases),
 )
