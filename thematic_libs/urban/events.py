@@ -37,9 +37,7 @@ def read_silver(warehouse: Warehouse, contract_id: str, columns: list[str]) -> p
     table = silver_table(get_contract(contract_id))
     if warehouse.exists(table):
         return warehouse.table(table).to_pyarrow_table(columns=columns)
-    from ingestion.contract import silver_schema
-
-    schema = silver_schema(get_contract(contract_id))
+    schema = get_contract(contract_id).silver_schema()
     return pa.schema([schema.field(name) for name in columns]).empty_table()
 
 
