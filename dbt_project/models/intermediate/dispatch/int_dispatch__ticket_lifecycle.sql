@@ -1,6 +1,7 @@
 -- One row per ticket: what the dispatch system reported about it, and the KPI facts derived from that.
 -- Resolution is the last `resolved` event (else `closed`), and counts only while the ticket's latest
--- event is `resolved` or `closed`: a reopened ticket is open again until it is resolved again. Handling time is in working days (work_calendar).
+-- event is `resolved` or `closed`: a reopened ticket is open again until it is resolved again.
+-- Handling time is in working days (work_calendar).
 
 with
 
@@ -63,20 +64,20 @@ lifecycle as (
         t.street_code,
         t.district_code,
         t.department_code as routed_department_code,
-        coalesce(p.handling_department_code, t.department_code) as department_code,
         t.priority,
         t.merged_count,
         t.created_at,
         t.due_at,
         p.dispatched_at,
-        case when p.last_event in ('resolved', 'closed') then p.resolved_at end as resolved_at,
         p.closed_at,
         p.satisfaction,
+        a.as_of_at,
+        coalesce(p.handling_department_code, t.department_code) as department_code,
+        case when p.last_event in ('resolved', 'closed') then p.resolved_at end as resolved_at,
         coalesce(p.transfer_count, 0) as transfer_count,
         coalesce(p.return_count, 0) as return_count,
         coalesce(p.reopen_count, 0) as reopen_count,
-        coalesce(p.last_event, 'new') as status,
-        a.as_of_at
+        coalesce(p.last_event, 'new') as status
     from tickets as t
     left join per_ticket as p on t.ticket_id = p.ticket_id
     cross join as_of as a
@@ -91,12 +92,16 @@ positioned as (
     select
         l.*,
         cs.working_days_before
-        + case when cs.is_working_day then date_part('epoch', timezone('{{ var("local_timezone") }}', l.created_at)
-            - cast(timezone('{{ var("local_timezone") }}', l.created_at) as date)) / 86400.0 else 0 end
+        + case when cs.is_working_day then date_part(
+            'epoch', timezone('{{ var("local_timezone") }}', l.created_at)
+            - cast(timezone('{{ var("local_timezone") }}', l.created_at) as date)
+        ) / 86400.0 else 0 end
             as created_position,
         ce.working_days_before
-        + case when ce.is_working_day then date_part('epoch', timezone('{{ var("local_timezone") }}', l.resolved_at)
-            - cast(timezone('{{ var("local_timezone") }}', l.resolved_at) as date)) / 86400.0 else 0 end
+        + case when ce.is_working_day then date_part(
+            'epoch', timezone('{{ var("local_timezone") }}', l.resolved_at)
+            - cast(timezone('{{ var("local_timezone") }}', l.resolved_at) as date)
+        ) / 86400.0 else 0 end
             as resolved_position
     from lifecycle as l
     left join calendar as cs on cast(timezone('{{ var("local_timezone") }}', l.created_at) as date) = cs.date

@@ -16,7 +16,11 @@ events as (
 
 counted as (
 
-    select grid_code, minor_code, week_start, count(*) as events
+    select
+        grid_code,
+        minor_code,
+        week_start,
+        count(*) as events
     from events
     group by grid_code, minor_code, week_start
 
@@ -24,7 +28,10 @@ counted as (
 
 pairs as (
 
-    select grid_code, minor_code, min(week_start) as first_week
+    select
+        grid_code,
+        minor_code,
+        min(week_start) as first_week
     from counted
     group by grid_code, minor_code
 
@@ -43,7 +50,7 @@ select
     p.minor_code,
     w.week_start,
     coalesce(c.events, 0) as events,
-    datediff('week', (select min(week_start) from counted), w.week_start) as weeks_of_history
+    datediff('week', (select min(counted.week_start) from counted), w.week_start) as weeks_of_history
 from pairs as p
 inner join weeks as w on p.first_week <= w.week_start
 left join counted as c

@@ -29,8 +29,10 @@ scored as (
             {{ var('dispatch_ranking_weights')['on_time'] }} * coalesce(on_time_rate, 0)
             + {{ var('dispatch_ranking_weights')['satisfaction'] }} * coalesce(satisfaction_rate, 0)
             + {{ var('dispatch_ranking_weights')['speed'] }}
-            * greatest(0, 1 - coalesce(avg_handling_working_days, {{ var('dispatch_ranking_slow_days') }})
-                / {{ var('dispatch_ranking_slow_days') }}),
+            * greatest(
+                0, 1 - coalesce(avg_handling_working_days, {{ var('dispatch_ranking_slow_days') }})
+                / {{ var('dispatch_ranking_slow_days') }}
+            ),
             2
         ) as score
     from monthly

@@ -10,13 +10,32 @@ lifecycle as (
 
 areas as (
 
-    select 'district' as area_level, district_code as area_code, * from lifecycle
+    select
+        'district' as area_level,
+        district_code as area_code,
+        *
+    from lifecycle
     union all
-    select 'street', street_code, * from lifecycle where street_code is not null
+    select
+        'street' as area_level,
+        street_code as area_code,
+        *
+    from lifecycle
+    where street_code is not null
     union all
-    select 'community', community_code, * from lifecycle where community_code is not null
+    select
+        'community' as area_level,
+        community_code as area_code,
+        *
+    from lifecycle
+    where community_code is not null
     union all
-    select 'grid', grid_code, * from lifecycle where grid_code is not null
+    select
+        'grid' as area_level,
+        grid_code as area_code,
+        *
+    from lifecycle
+    where grid_code is not null
 
 )
 

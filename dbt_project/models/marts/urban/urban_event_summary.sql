@@ -9,7 +9,6 @@ events as (
 )
 
 select
-    coalesce(grid_code, 'community:' || community_code, 'district:' || district_code) as place_code,
     grid_code,
     community_code,
     street_code,
@@ -18,6 +17,7 @@ select
     event_name,
     major_code,
     source,
+    coalesce(grid_code, 'community:' || community_code, 'district:' || district_code) as place_code,
     count(*) as events,
     count(ticket_id) as ticketed_events,
     count(distinct ticket_id) as tickets,

@@ -33,7 +33,12 @@ grids as (
 
 classes as (
 
-    select distinct minor_code, minor_name, major_code, major_name from {{ ref('event_catalogue') }}
+    select distinct
+        minor_code,
+        minor_name,
+        major_code,
+        major_name
+    from {{ ref('event_catalogue') }}
 
 ),
 
@@ -44,8 +49,8 @@ scored as (
         b.minor_code,
         b.week_start,
         b.events,
-        round(coalesce(b.baseline_mean, 0), 3) as baseline_mean,
         b.weeks_of_history,
+        round(coalesce(b.baseline_mean, 0), 3) as baseline_mean,
         round((b.events - coalesce(b.baseline_mean, 0)) / sqrt(greatest(coalesce(b.baseline_mean, 0), 0.5)), 2)
             as z_score
     from baselined as b
