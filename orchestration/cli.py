@@ -108,6 +108,41 @@ def _has_dagster_home() -> bool:
     return bool(os.environ.get("DAGSTER_HOME"))
 
 
+def _gold_tables(warehouse) -> dict[str, int]:
+    """Row counts of every gold Delta table, by path (from the Delta log's file statistics)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    counts = {}
+    if not warehouse.is_local:
+        return counts
+    for log in sorted(Path(warehouse.root, "gold").glob("*/*/_delta_log")):
+        actions = pa.table(DeltaTable(str(log.parent)).get_add_actions(flatten=True))
+        counts[log.parent.relative_to(warehouse.root).as_posix()] = int(pc.sum(actions["num_records"]).as_py() or 0)
+    return counts
+
+
+def _print_products(warehouse) -> None:
+    """What the libraries, the dispatch table and the cross-check hold after the run."""
+    counts = _gold_tables(warehouse)
+    if not counts:
+        return
+    restricted = "gold/social_assistance/"
+    table = Table("gold table", "rows", title="Thematic libraries, tickets and cross-check (gold)")
+    for name, rows in counts.items():
+        table.add_row(name + ("  [restricted]" if name.startswith(restricted) else ""), f"{rows:,}")
+    console.print(table)
+    if warehouse.exists("gold/dispatch/tickets"):
+        tickets = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table(columns=["status", "source"]))
+        by_source = ", ".join(f"{s} {n:,}" for s, n in tickets.group_by("source").len().sort("source").iter_rows())
+        open_count = tickets.filter(~pl.col("status").is_in(["resolved", "closed"])).height
+        console.print(
+            f"dispatch table: {tickets.height:,} tickets ({by_source}); {open_count:,} open. "
+            "Read it incrementally: yiwang tickets changes --since-version N"
+        )
+
+
 def _print_summary(settings, started: datetime, seconds: float) -> None:
     from ingestion.ledger import read_ledger, read_quarantine
     from ingestion.pipeline import pending_batches
@@ -142,6 +177,7 @@ def _print_summary(settings, started: datetime, seconds: float) -> None:
     for b in waiting:
         console.print(f"[yellow]waiting[/] {b.contract_id} {b.batch_id}: no _manifest.json yet")
     reports = Path(settings.reports_dir)
+    _print_products(warehouse)
     console.rule("[bold]where to look")
     console.print(f"warehouse (Delta): {settings.warehouse}")
     console.print("  ledger: ops/batch_ledger · quarantine: quarantine/rows · quality: ops/quality_results")

@@ -237,10 +237,25 @@ def make_dbt_assets(
         if missing:
             context.log.warning(f"silver tables not there yet, staged as empty: {', '.join(missing)}")
         with exported(environment):
-            invocation = dbt.cli(["build"], context=context)  # starts the dbt process with this env
+            # starts the dbt process with this env; a failing dbt test is a failed asset check (bad data),
+            # not a failed run: only a model, seed or snapshot that cannot be built fails the step
+            invocation = dbt.cli(["build"], context=context, raise_on_error=False)
         yield from invocation.stream()
+        broken = build_errors(invocation.get_artifact("run_results.json"))
+        if broken:
+            raise RuntimeError("dbt could not build: " + "; ".join(broken))
 
     return _dbt_models
+
+
+def build_errors(run_results: Mapping[str, Any]) -> list[str]:
+    """`unique_id: message` of every model, seed or snapshot that errored or was skipped for an error."""
+    return [
+        f"{result['unique_id']}: {(result.get('message') or '').strip()[:300]}"
+        for result in run_results.get("results", [])
+        if result["unique_id"].split(".")[0] in ("model", "seed", "snapshot")
+        and result.get("status") in ("error", "runtime error")
+    ]
 
 
 def gold_tables(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -123,3 +123,27 @@ def test_yiwang_run_end_to_end(tmp_path):
     warehouse = Warehouse.at(home / "warehouse")
     assert read_ledger(warehouse).filter(pl.col("status") == "rejected").height >= 3
     assert warehouse.exists("ops/quality_scorecard") and warehouse.exists("ops/quality_results")
+    # the thematic libraries, the dispatch table and the cross-check are built from the same run
+    assert "Thematic libraries, tickets and cross-check" in result.stdout
+    for table in (
+        "gold/party/org_tree",
+        "gold/enterprises/portraits",
+        "gold/emergency/waterlogging_risk",
+        "gold/urban/events",
+        "gold/urban/hotspots",
+        "gold/dispatch/kpis_by_area",
+        "gold/dispatch/department_monthly_ranking",
+        "gold/social_assistance/crosscheck_flags",
+    ):
+        assert warehouse.exists(table), table
+    from thematic_libs.dispatch.schema import TICKET_SCHEMA
+
+    tickets = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table())
+    assert set(TICKET_SCHEMA.names) <= set(tickets.columns)
+    assert {"hotline", "grid_report", "enterprise_appeal", "crosscheck"} <= set(tickets["source"].to_list())
+    assert tickets["ticket_id"].n_unique() == tickets.height
+    assert tickets.filter(pl.col("department_code").is_null() | pl.col("due_at").is_null()).height == 0
+    assert set(tickets["status"].unique().to_list()) - {"new"}  # outcomes of the demo dispatch system applied
+    text = pl.concat_str([pl.col("title").fill_null(""), pl.col("description").fill_null("")])
+    personal = tickets.filter(text.str.contains(r"(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)|[1-9][0-9]{16}[0-9Xx]"))
+    assert personal.height == 0, personal.select("ticket_id", "description").head(3)
