@@ -213,6 +213,37 @@ def ledger(
     console.print(table)
 
 
+@app.command("crosscheck")
+def crosscheck(
+    as_of: str = typer.Option(..., "--as-of", help="YYYY-MM-DD: only batches extracted by then count."),
+    engine: str | None = typer.Option(None, "--engine", help="duckdb or spark (default: crosscheck.engine)."),
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+) -> None:
+    """Run the social-assistance cross-check as of a date and (re)write that date's restricted gold rows."""
+    from ingestion.warehouse import Warehouse
+    from orchestration.settings import Settings
+    from thematic_libs.social_assistance.run import run_crosscheck
+
+    settings = Settings.from_env()
+    result = run_crosscheck(
+        Warehouse.at(warehouse or settings.warehouse), date.fromisoformat(as_of), engine=engine, key=_key(settings)
+    )
+    table = Table("rule", "cases", title=f"cross-check as of {result.as_of} on {result.engine} ({result.seconds} s)")
+    for rule, cases in result.cases_by_rule.items():
+        table.add_row(rule, str(cases))
+    console.print(table)
+    console.print(
+        f"{result.flagged_cases} flagged cases, {result.amount_at_risk_cny:,.2f} CNY a month at risk; "
+        f"skipped rules: {', '.join(result.skipped_rules) or 'none'}. Restricted: gold/social_assistance/"
+    )
+
+
+def _key(settings):
+    from ingestion.pseudonym import Pseudonymiser
+
+    return Pseudonymiser.from_environment(default_key_file=settings.key_file)
+
+
 tickets_app = typer.Typer(help="The dispatch table gold/dispatch/tickets.", no_args_is_help=True)
 app.add_typer(tickets_app, name="tickets")
 
