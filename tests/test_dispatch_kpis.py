@@ -5,7 +5,7 @@ November 2026 has no holiday; the as-of date is Friday 20 November (end of day, 
 | ticket | grid | created | due | outcomes | counts as |
 |---|---|---|---|---|---|
 | T1 | G1 | Mon 16th 09:00 | Wed 18th | resolved Tue 17th 09:00, rated 5, chengguan | on time, 1.0 working days |
-| T2 | G1 | Fri 13th 15:00 | Mon 16th | transferred twice, resolved Tue 17th 12:00, rated 2, jd_guicheng | late, 9/24 + 1 + 12/24 = 1.875 days, hard |
+| T2 | G1 | Fri 13th 15:00 | Mon 16th | 2 transfers, resolved Tue 17th 12:00, rated 2 | late, 1.875 days, hard |
 | T3 | G2 | Wed 18th 09:00 | Thu 19th | accepted by chengguan | open past due |
 | T4 | G2 | Fri 20th 08:00 | Mon 23rd | none (routed to chengguan) | open, not due |
 | T5 | G2 | Sat 21st 08:00 | | | after the as-of date: not counted |
@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
+from test_dbt_project import DBT_DIR, DbtWorkspace
 
 from ingestion.contract import get_contract
-from test_dbt_project import DBT_DIR, DbtWorkspace
 from thematic_libs.dispatch.derive import conform_tickets
 from thematic_libs.dispatch.keys import CST
 
