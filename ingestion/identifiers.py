@@ -28,8 +28,9 @@ _HALF_WIDTH = "0123456789xX"
 
 
 def normalise_expr(column: str) -> pl.Expr:
-    """Trim spaces (ASCII and full-width), fold full-width digits and letters, upper-case."""
-    expr = pl.col(column).str.strip_chars(" \t\r\n\u3000\u00a0")
+    """Drop spaces anywhere (ASCII and full-width: "440605 19800101 0011" is typed too), fold full-width
+    digits and letters, upper-case."""
+    expr = pl.col(column).str.replace_all(r"[\s\x{3000}\x{00a0}]+", "")
     for full, half in zip(_FULL_WIDTH, _HALF_WIDTH, strict=True):
         expr = expr.str.replace_all(full, half, literal=True)
     return expr.str.to_uppercase()
