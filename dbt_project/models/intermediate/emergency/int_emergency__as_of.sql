@@ -18,7 +18,7 @@ latest as (
     union all
     select max(_extracted_at) as data_at from {{ ref('stg_qixiang__rainfall_forecast') }}
     union all
-    select max(occurred_at) as data_at from {{ source('gold', 'urban_events') }}
+    select max(occurred_at) as data_at from {{ ref('stg_gold__urban_events') }}
 
 ),
 
