@@ -28,9 +28,10 @@ from thematic_libs.social_assistance import (
 )
 from thematic_libs.social_assistance.asof import plan_inputs
 from thematic_libs.social_assistance.baseline_pandas import run_pandas
+from thematic_libs.social_assistance.engine_duckdb import parquet_files, run_duckdb
 from thematic_libs.social_assistance.gold import build_flags
 from thematic_libs.social_assistance.linkage import link_certificates
-from thematic_libs.social_assistance.rules import INPUT_CONTRACTS, RULES, Params, window_periods
+from thematic_libs.social_assistance.rules import FUNDS, INPUT_CONTRACTS, INSURANCE, RULES, Params, window_periods
 from thematic_libs.social_assistance.run import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,6 +239,35 @@ def test_spark_engine_through_run_crosscheck_writes_the_same_flags(world, spark,
     assert set(after["run_id"].to_list()) == {"spark-run"}
     assert after.drop("run_id").equals(before)
     run_crosscheck(warehouse, AS_OF, engine="duckdb", run_id="test-run-1", key=KEY)
+
+
+def test_native_parquet_scan_and_deltalake_datasets_give_the_same_evidence(world):
+    """Local tables are scanned by DuckDB itself; the deltalake path (object stores) must agree row for row."""
+    _, _, warehouse, _, _ = world
+    config = load_config()
+    plans = plan_inputs(warehouse, AS_OF, INPUT_CONTRACTS)
+    params = Params.build(AS_OF, config)
+
+    def link(certificates, members):
+        return link_certificates(certificates, members, config["linkage"])
+
+    native = run_duckdb(warehouse, plans, params, link)
+    through_deltalake = run_duckdb(warehouse, plans, params, link, native_parquet=False)
+    assert native.num_rows > 40
+    assert native.equals(through_deltalake)
+
+
+def test_native_scan_opens_only_the_files_of_planned_batches(world):
+    _, _, warehouse, _, _ = world
+    early = date(2026, 7, 20)
+    for contract_id in (INSURANCE, FUNDS):
+        plan = plan_inputs(warehouse, early, (contract_id,))[contract_id]
+        later = plan_inputs(warehouse, AS_OF, (contract_id,))[contract_id]
+        assert set(plan.batch_ids) < set(later.batch_ids)
+        files = parquet_files(warehouse, plan)
+        assert files is not None and [b for b, _, _ in files] == list(plan.batch_ids)
+        opened = {Path(f).parent.name for _, _, paths in files for f in paths}
+        assert opened == {f"_batch_id={b}" for b in plan.batch_ids}
 
 
 def test_an_earlier_as_of_ignores_later_batches_and_keeps_other_dates(world):

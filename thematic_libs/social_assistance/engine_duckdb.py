@@ -1,11 +1,13 @@
-"""The embedded engine: the nine rules as DuckDB SQL over bronze read through deltalake (Arrow datasets).
+"""The embedded engine: the nine rules as DuckDB SQL over the bronze Delta tables.
 
-DuckDB cannot load its delta extension offline (../shared/STACK.md), so each input table is a
-deltalake Arrow dataset pruned to the batches of the as-of plan, registered as a view. States are
-materialised once (`CREATE TABLE`) and every rule reads them. Tables whose primary key contains the
-person's ID number are cut down to counted members before the per-key deduplication (exact, since
-the filter is on a key column); the others are deduplicated first, because an owner or a legal
-representative can change between batches.
+DuckDB cannot load its delta extension offline (../shared/STACK.md). For a local warehouse it scans
+the Parquet files of the planned batches itself (deltalake only lists them), which is parallel and
+pushes filters and join filters into the scan; on an object store each input is a deltalake Arrow
+dataset pruned to the planned batches. States are materialised once (`CREATE TABLE`) and every rule
+reads them. Tables whose primary key contains the person's ID number are cut down to counted members
+before the per-key deduplication (exact, since the filter is on a key column); vehicles and
+provident-fund accounts to keys that ever named one; the others are deduplicated whole, because an
+owner or a legal representative can change between batches.
 """
 
 from __future__ import annotations
@@ -113,17 +115,45 @@ def detail(**items: str) -> str:
 GROUPED = {VEHICLES: ("owner_id_number", "plate_no"), FUNDS: ("id_number", "account_no")}
 
 
-def _source(warehouse: Warehouse, plan: TablePlan, wanted: list[str], ids: pa.Array | None) -> pa.Table | ds.Dataset:
-    """The plan's bronze batches as an Arrow dataset, or already cut down to counted members (pyarrow `is_in`)."""
-    if plan.is_empty:
-        return plan.contract.bronze_schema().empty_table().select(wanted)
-    dataset = warehouse.table(plan.table).to_pyarrow_dataset(
-        file_pruning_predicate=[("_batch_id", "in", list(plan.batch_ids))]
-    )
-    dataset = dataset.filter(pc.field("_batch_id").isin(list(plan.batch_ids)))
+def prefilter(contract_id: str, p: Params) -> str | None:
+    """A condition on a key column that every rule reading the table applies anyway (so exact before dedup).
+
+    Social insurance is read by R05 and R06 only, both for the months of the window; the period is in the
+    key, so rows of other months never matter, and Parquet statistics let DuckDB skip their row groups.
+    """
+    if contract_id == INSURANCE:
+        return f"period IN {in_list(list(p.periods))}"
+    return None
+
+
+def parquet_files(warehouse: Warehouse, plan: TablePlan) -> list[tuple[str, int, list[str]]] | None:
+    """(batch id, ordinal, data files) of each planned batch that has files, or None if DuckDB cannot read them.
+
+    DuckDB scans a local Delta table's Parquet files itself, in parallel and with filter and join-filter
+    pushdown, which is several times faster than going through an Arrow dataset. That is exact only for a
+    plain table: local, reader version 1 (no deletion vectors, no column mapping), partitioned by
+    `_batch_id` alone (bronze is). Object stores and anything else go through deltalake.
+    """
+    if not warehouse.is_local:
+        return None
+    table = warehouse.table(plan.table)
+    if table.protocol().min_reader_version != 1 or list(table.metadata().partition_columns) != ["_batch_id"]:
+        return None
+    batches = []
+    for batch_id, ordinal in zip(plan.batch_ids, plan.ordinals, strict=True):
+        files = table.file_uris(file_pruning_predicate=[("_batch_id", "=", batch_id)])
+        if files:  # a loaded batch whose rows were all quarantined wrote no file
+            batches.append((batch_id, ordinal, sorted(files)))
+    return batches
+
+
+def arrow_cut(dataset: ds.Dataset, plan: TablePlan, wanted: list[str], ids: pa.Array) -> pa.Table | ds.Dataset:
+    """The dataset cut down to rows that can concern counted members (`ids`), read with pyarrow `is_in`.
+
+    The same cut as `load_state` makes in SQL: by the ID column when it is in the key, by the keys that
+    ever named a counted member for GROUPED tables; other tables are returned whole.
+    """
     id_column = TABLES[plan.contract.id][2]
-    if ids is None:
-        return dataset
     if id_column:
         return dataset.to_table(columns=wanted, filter=pc.field(id_column).isin(ids))
     if plan.contract.id in GROUPED:
@@ -133,29 +163,92 @@ def _source(warehouse: Warehouse, plan: TablePlan, wanted: list[str], ids: pa.Ar
     return dataset
 
 
+def register_source(
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    plan: TablePlan,
+    name: str,
+    wanted: list[str],
+    native_parquet: bool = True,
+    cut: bool = False,
+) -> None:
+    """View `<name>_src`: the `wanted` columns of the plan's bronze rows, plus `_ord`, their batch's ordinal.
+
+    Only files of the planned batches are opened: later batches and those of other dates never are.
+    `native_parquet=False` forces the deltalake Arrow dataset used for object stores; there DuckDB cannot
+    push the counted-member semi-join into the scan, so with `cut` pyarrow applies it (`arrow_cut`).
+    """
+    columns = [c for c in wanted if c != "_batch_id"]
+    files = parquet_files(warehouse, plan) if native_parquet and not plan.is_empty else None
+    if files:
+        select = ", ".join(columns)
+        scans = " UNION ALL ".join(
+            f"SELECT {select}, {q(batch_id)} AS _batch_id, {ordinal} AS _ord "
+            f"FROM read_parquet({'[' + ', '.join(q(f) for f in paths) + ']'}, union_by_name = true)"
+            for batch_id, ordinal, paths in files
+        )
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW {name}_src AS {scans}")
+            return
+        except duckdb.BinderException:
+            # A wanted column absent from every file of a batch (added by a later contract version):
+            # deltalake fills it with nulls as the Delta schema says, read_parquet cannot.
+            files = None
+    if plan.is_empty or files == []:
+        source: pa.Table | ds.Dataset = plan.contract.bronze_schema().empty_table().select(wanted)
+    else:
+        dataset = warehouse.table(plan.table).to_pyarrow_dataset(
+            file_pruning_predicate=[("_batch_id", "in", list(plan.batch_ids))]
+        )
+        source = dataset.filter(pc.field("_batch_id").isin(list(plan.batch_ids)))
+        if cut:
+            ids = con.sql("SELECT member_id FROM counted_ids").to_arrow_table()["member_id"].combine_chunks()
+            source = arrow_cut(source, plan, wanted, ids)
+    order = pa.table({"batch_id": pa.array(plan.batch_ids, pa.string()), "ord": pa.array(plan.ordinals, pa.int64())})
+    con.register(f"{name}_arrow", source)
+    con.register(f"{name}_ord", order)
+    select = ", ".join(f"s.{c}" for c in wanted)
+    con.execute(
+        f"CREATE OR REPLACE VIEW {name}_src AS SELECT {select}, o.ord AS _ord "
+        f"FROM {name}_arrow s JOIN {name}_ord o ON s._batch_id = o.batch_id"
+    )
+
+
 def load_state(
-    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, plan: TablePlan, ids: pa.Array | None = None
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    plan: TablePlan,
+    params: Params | None = None,
+    cut: bool = False,
+    native_parquet: bool = True,
 ) -> None:
     """`CREATE TABLE <name>`: one row per primary key as of the date, with its bronze lineage.
 
-    With `ids` (the counted members' ID numbers) the rows are cut down to those that can matter first.
+    With `cut` the rows are first cut down to those that can matter, all inside DuckDB so that the scan
+    gets the filters: tables keyed by the person's ID number to counted members (table `counted_ids`),
+    vehicles and provident-fund accounts to keys that ever named one; `prefilter` applies as well.
     """
-    name, columns, _ = TABLES[plan.contract.id]
+    name, columns, id_column = TABLES[plan.contract.id]
     wanted = list(dict.fromkeys([*columns, *plan.contract.primary_key, *LINEAGE]))
-    con.register(f"{name}_src", _source(warehouse, plan, wanted, ids))
-    select = ", ".join(wanted)
-    if plan.needs_dedupe:
-        order = pa.table({"batch_id": list(plan.batch_ids), "ord": list(plan.ordinals)})
-        con.register(f"{name}_ord", order)
-        keys = ", ".join(f"s.{k}" for k in plan.contract.primary_key)
-        con.execute(
-            f"CREATE OR REPLACE TABLE {name} AS SELECT {select} FROM ("
-            f"SELECT s.*, o.ord AS _ord FROM (SELECT {select} FROM {name}_src) s "
-            f"JOIN {name}_ord o ON s._batch_id = o.batch_id "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY o.ord DESC) = 1)"
+    register_source(con, warehouse, plan, name, wanted, native_parquet, cut)
+    conditions = []
+    if cut and id_column:
+        conditions.append(f"{id_column} IN (SELECT member_id FROM counted_ids)")
+    elif cut and plan.contract.id in GROUPED:
+        person, group = GROUPED[plan.contract.id]
+        conditions.append(
+            f"{group} IN (SELECT {group} FROM {name}_src WHERE {person} IN (SELECT member_id FROM counted_ids))"
         )
-    else:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {select} FROM {name}_src")
+    extra = prefilter(plan.contract.id, params) if params is not None else None
+    if extra:
+        conditions.append(extra)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    select = ", ".join(wanted)
+    latest = ""
+    if plan.needs_dedupe:
+        keys = ", ".join(plan.contract.primary_key)
+        latest = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _ord DESC) = 1"
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {select} FROM {name}_src{where}{latest}")
 
 
 def counted_members_sql(p: Params) -> str:
@@ -383,19 +476,22 @@ def run_duckdb(
     link: Callable[[pa.Table, pa.Table], pa.Table],
     skip: frozenset[str] = frozenset(),
     threads: int | None = None,
+    native_parquet: bool = True,
 ) -> pa.Table:
-    """Every rule's evidence rows (RAW_SCHEMA). `link(certificates, members)` is the probabilistic linkage."""
+    """Every rule's evidence rows (RAW_SCHEMA). `link(certificates, members)` is the probabilistic linkage.
+
+    `native_parquet=False` reads local tables through deltalake Arrow datasets too, as on an object store.
+    """
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     try:
-        load_state(con, warehouse, plans[CASES])
-        load_state(con, warehouse, plans[MEMBERS])
+        load_state(con, warehouse, plans[CASES], params, native_parquet=native_parquet)
+        load_state(con, warehouse, plans[MEMBERS], params, native_parquet=native_parquet)
         con.execute(counted_members_sql(params))
-        ids = con.sql("SELECT member_id FROM counted_ids").to_arrow_table()["member_id"].combine_chunks()
         for cid in (CREMATIONS, CERTIFICATES, VEHICLES, ENTERPRISES, SHAREHOLDERS, ESTATES, INSURANCE, FUNDS):
-            load_state(con, warehouse, plans[cid], ids)
-        load_state(con, warehouse, plans[HOUSEHOLDS], ids)
+            load_state(con, warehouse, plans[cid], params, cut=True, native_parquet=native_parquet)
+        load_state(con, warehouse, plans[HOUSEHOLDS], params, cut=True, native_parquet=native_parquet)
         con.register("households_batch", pa.table({"batch_id": [plans[HOUSEHOLDS].last_batch_id]}))
         certificates = con.sql(
             "SELECT certificate_no, name, gender, birth_date FROM certificates "
