@@ -184,6 +184,8 @@ def _print_summary(settings, started: datetime, seconds: float) -> None:
     console.print(f"quality data docs: {reports / 'data_docs' / 'index.html'}")
     console.print(f"quality scorecard: {reports / 'quality_scorecard.png'}")
     console.print(f"DuckDB (dbt models): {settings.duckdb_path}")
+    console.print("notebooks: notebooks/thematic_libraries.ipynb (libraries, KPIs); notebooks/crosscheck_review.ipynb")
+    console.print("cross-check (restricted): gold/social_assistance/ · for reports: gold/reports/crosscheck_summary")
     console.print("Dagster UI: make dagster  → http://127.0.0.1:3000")
 
 
