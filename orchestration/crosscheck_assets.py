@@ -7,8 +7,9 @@ re-run on the same data gives the same flags whatever the wall clock says.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of assets.
-from datetime import date, timedelta, timezone
+from datetime import date
 
+import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from ingestion.contract import get_contract
@@ -17,40 +18,24 @@ from ingestion.warehouse import Warehouse
 from orchestration.ingestion_assets import bronze_key
 from orchestration.resources import PlatformResource
 from thematic_libs.social_assistance.gold import FLAGS_TABLE, REVIEW_TABLE, SUMMARY_TABLE
+from thematic_libs.social_assistance.rules import INPUT_CONTRACTS
 from thematic_libs.social_assistance.run import run_crosscheck
-
-CST = timezone(timedelta(hours=8))
-INPUTS = (
-    "minzheng.assistance_cases",
-    "minzheng.assistance_members",
-    "minzheng.cremation_records",
-    "weijian.death_certificates",
-    "gongan.vehicle_registration",
-    "gongan.household_registration",
-    "shichang.enterprise_registration",
-    "shichang.shareholders",
-    "ziranziyuan.real_estate",
-    "renshe.social_insurance",
-    "gongjijin.provident_fund",
-)
 
 
 def latest_extraction_date(warehouse: Warehouse) -> date | None:
-    """The latest local extraction date of any loaded batch: the default as-of date."""
+    """The latest local (CST) extraction date of any loaded batch: the default as-of date."""
     ledger = read_ledger(warehouse)
     if ledger.height == 0:
         return None
-    loaded = ledger.filter(ledger["status"] == "loaded")
-    if loaded.height == 0:
-        return None
-    return max(loaded["extracted_at"].drop_nulls().to_list()).astimezone(CST).date()
+    loaded = ledger.filter(pl.col("status") == "loaded")
+    return loaded.select(pl.col("extracted_at").dt.convert_time_zone("Asia/Shanghai").dt.date().max()).item()
 
 
 @multi_asset(
     specs=[
         AssetSpec(
             AssetKey(FLAGS_TABLE.split("/")),
-            deps=[bronze_key(get_contract(c)) for c in INPUTS],
+            deps=[bronze_key(get_contract(c)) for c in INPUT_CONTRACTS],
             description="救助核查 One row per rule, member and piece of evidence (restricted).",
             kinds={"delta", "duckdb"},
         ),

@@ -64,10 +64,6 @@ def _counts(table: pa.Table, column: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in zip(grouped[column].to_pylist(), grouped["count_all"].to_pylist(), strict=True)}
 
 
-def _write_rejections(warehouse: Warehouse, rejections: pa.Table, sources: tuple[str, ...]) -> None:
-    replace_source_rows(warehouse, REJECTIONS, rejections, list(sources))
-
-
 @asset(
     key=table_key(URBAN_EVENTS),
     deps=[_silver(c) for c in (HOTLINE, GRID_REPORTS, ENTERPRISE_APPEALS, ENTERPRISES, GRID_REGISTRY)],
@@ -121,7 +117,7 @@ def dispatch_tickets(context, platform: PlatformResource) -> MaterializeResult:
             continue
         prepared = prepare(candidates, grids, config)
         replace_source_rows(warehouse, TICKET_SOURCES, prepared.rows, list(feed.sources))
-        _write_rejections(warehouse, prepared.rejections, feed.sources)
+        replace_source_rows(warehouse, REJECTIONS, prepared.rejections, list(feed.sources))
         fed[feed.name] = prepared.rows.num_rows
     sources = read_table(warehouse, TICKET_SOURCES)
     if sources is None:

@@ -118,6 +118,11 @@ def _located_grid(candidates: pa.Table, grids: pa.Table, max_distance_m: float) 
     return pc.if_else(known, candidates["grid_code"], pa.array(located, pa.string())).combine_chunks()
 
 
+def _raised(priority: str) -> str:
+    """DuckDB expression: the priority one level more urgent (P3 -> P2), never above P1."""
+    return f"'P' || greatest(cast(substr({priority}, 2) as integer) - 1, 1)"
+
+
 def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Prepared:
     """Locate, classify and key every candidate; reject those that cannot become a ticket."""
     candidates = _conform(candidates)
@@ -157,8 +162,7 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
             end as located_by,
             c.department_code as given_department,
             case
-                when c.is_urgent and {raise_urgent} and p.priority <> 'P1'
-                    then 'P' || (cast(substr(p.priority, 2) as integer) - 1)
+                when c.is_urgent and {raise_urgent} then {_raised("p.priority")}
                 else p.priority
             end as priority,
             cast(k.sla_working_days as integer) as sla_working_days,
@@ -264,8 +268,7 @@ def derive_tickets(sources: pa.Table, outcomes: pa.Table | None, config: Dispatc
         select
             r.ticket_id, r.source, r.source_ref, r.event_code, r.event_name, r.title, r.description,
             r.grid_code, r.community_code, r.street_code, r.district_code, r.lon, r.lat, r.department_code,
-            case when m.merged_count >= {config.repeat_raise_at} and m.top_priority <> 'P1'
-                then 'P' || (cast(substr(m.top_priority, 2) as integer) - 1)
+            case when m.merged_count >= {config.repeat_raise_at} then {_raised("m.top_priority")}
                 else m.top_priority end as priority,
             r.occurred_at as created_at,
             r.sla_working_days,
