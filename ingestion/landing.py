@@ -139,8 +139,12 @@ def read_manifest(batch_dir: BatchDir) -> dict:
     return manifest
 
 
-def open_batch(batch_dir: BatchDir, verify_checksums: bool = True) -> Batch:
-    """Check the manifest against the contracts and the files; raise BatchRejected when they disagree."""
+def open_batch(batch_dir: BatchDir, checksums: bool = True) -> Batch:
+    """Check the manifest against the contracts and the files; raise BatchRejected when they disagree.
+
+    `checksums=False` leaves the sha256 of the parts to the caller (`verify_checksums`), which may run
+    it alongside the parsing.
+    """
     manifest = read_manifest(batch_dir)
     contract_id = manifest.get("contract_id")
     contracts = load_contracts()
@@ -181,7 +185,7 @@ def open_batch(batch_dir: BatchDir, verify_checksums: bool = True) -> Batch:
     encoding_name = str(manifest.get("encoding", "utf-8")).lower()
     if encoding_name not in ENCODINGS:
         raise BatchRejected("encoding", f"encoding {encoding_name!r} is not utf-8 or gb18030")
-    parts = _check_parts(batch_dir, contract, manifest.get("files"), verify_checksums)
+    parts = _check_parts(batch_dir, contract, manifest.get("files"), checksums)
     return Batch(
         dir=batch_dir,
         contract=contract,
@@ -212,13 +216,10 @@ def _check_parts(batch_dir: BatchDir, contract: Contract, files: object, verify:
             rows = int(entry["rows"])
         except (TypeError, ValueError):
             raise BatchRejected("manifest", f"rows {entry['rows']!r} of {name!r} is not a number") from None
-        expected = str(entry["sha256"]).lower()
-        if verify and sha256_of(path) != expected:
-            raise BatchRejected(
-                "sha256",
-                f"sha256 of {name!r} does not match the manifest: the file is damaged; resend the batch",
-            )
-        parts.append(PartFile(name, path, rows, expected, fmt))
+        part = PartFile(name, path, rows, str(entry["sha256"]).lower(), fmt)
+        if verify:
+            verify_checksum(part)
+        parts.append(part)
     listed = {p.name for p in parts}
     extra = sorted(
         p.name
@@ -228,6 +229,20 @@ def _check_parts(batch_dir: BatchDir, contract: Contract, files: object, verify:
     if extra:
         raise BatchRejected("unlisted_part", f"files {extra} are not listed in the manifest; resend the batch")
     return tuple(parts)
+
+
+def verify_checksum(part: PartFile) -> None:
+    """Raise BatchRejected when the part's bytes do not hash to the manifest's sha256."""
+    if sha256_of(part.path) != part.sha256:
+        raise BatchRejected(
+            "sha256",
+            f"sha256 of {part.name!r} does not match the manifest: the file is damaged; resend the batch",
+        )
+
+
+def verify_checksums(batch: Batch) -> None:
+    for part in batch.parts:
+        verify_checksum(part)
 
 
 def extraction_date(batch: Batch) -> date:
@@ -248,4 +263,5 @@ __all__ = [
     "extraction_date",
     "find_batches",
     "open_batch",
+    "verify_checksums",
 ]

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction, write_deltalake
 
+from ingestion.delta_append import append_frame, arrow_schema_of
 from ingestion.warehouse import BATCH_LEDGER, QUARANTINE_ROWS, Warehouse
 
 LEDGER_SCHEMA = pa.schema(
@@ -83,22 +83,29 @@ def already_written(warehouse: Warehouse, table: str, app_id: str) -> bool:
     return warehouse.table(table).transaction_version(app_id) is not None
 
 
-def append_once(warehouse: Warehouse, table: str, data: pa.Table, app_id: str, **kwargs: object) -> bool:
+def append_once(
+    warehouse: Warehouse,
+    table: str,
+    data: pa.Table | pl.DataFrame,
+    app_id: str,
+    *,
+    partition_by: list[str] | None = None,
+    schema: pa.Schema | None = None,
+) -> bool:
     """Append `data` in one Delta commit unless the commit carrying `app_id` already happened.
 
-    This is what makes a re-run after a crash complete a batch instead of duplicating it.
+    This is what makes a re-run after a crash complete a batch instead of duplicating it. `schema` is
+    the table's schema (types and nullability); without it an Arrow table keeps its own schema and a
+    polars frame gets the Arrow types of its columns. Returns whether anything was written.
     """
-    if already_written(warehouse, table, app_id):
-        return False
-    write_deltalake(
+    return append_frame(
         warehouse.uri(table),
         data,
-        mode="append",
+        schema if schema is not None else arrow_schema_of(data),
+        app_id=app_id,
+        partition_by=partition_by,
         storage_options=warehouse.options(),
-        commit_properties=CommitProperties(app_transactions=[Transaction(app_id, 1)]),
-        **kwargs,  # type: ignore[arg-type]
     )
-    return True
 
 
 def write_ledger(warehouse: Warehouse, entry: LedgerEntry) -> None:

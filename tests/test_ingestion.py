@@ -177,6 +177,17 @@ def test_manifest_mismatch_rejects_the_batch_and_not_the_others(landing, warehou
     assert set(bronze(warehouse)["_batch_id"]) == {"20261102T020000"}
 
 
+def test_a_damaged_file_is_reported_as_damaged_even_when_it_no_longer_parses(landing, warehouse):
+    """The sha256 is verified alongside the parsing; its verdict wins over the parser's."""
+    bad = write_batch(landing, HOUSEHOLDS, "20261101T020000", [person(i) for i in range(5)])
+    (bad / "part-00000.csv").write_bytes(b"\x80\x81 not the delivered file \xff\n")
+    (outcome,) = land_all(landing, warehouse)
+    assert outcome.status == "rejected"
+    row = ledger_row(warehouse, "20261101T020000")
+    assert row["rule"] == "sha256" and "damaged" in row["reason"]
+    assert not warehouse.exists("bronze/gongan/household_registration")
+
+
 def test_unknown_contract_is_rejected_on_record(landing, warehouse):
     directory = landing / "district" / "nobody" / "secret_list" / "20261101T000000"
     directory.mkdir(parents=True)
