@@ -3,15 +3,22 @@ file exactly as the path that decodes the whole file first, or hand the file ove
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import tempfile
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from ingestion.contract import get_contract
-from ingestion.landing import PartFile
-from ingestion.readers import _read_csv_exact, _read_csv_fast
+from ingestion.landing import BatchRejected, PartFile
+from ingestion.readers import _read_csv_exact, _read_csv_fast, _scan, _to_polars
 
 CONTRACT = get_contract("gongan.household_registration")
 HEADER = ",".join(CONTRACT.column_names)
@@ -73,3 +80,126 @@ def test_fast_path_hands_undecodable_bytes_to_the_exact_path(tmp_path: Path) -> 
     assert _read_csv_fast(part, CONTRACT, "gb18030") is None
     with pytest.raises(Exception, match="not valid gb18030"):
         _read_csv_exact(part, CONTRACT, "gb18030")
+
+
+# Names with every kind of character the GB 18030 transcoder tells apart: two-byte sequences with a low
+# trail byte (玥 AB68, 赟 DA53, 昇 954E), two-byte sequences of two UTF-8 bytes (· ×), four-byte sequences.
+NAMES = ["王玥", "赵赟", "李昇", "买买提·艾力", "张×", "𠮷野家", "Zhang Wei", "欧阳珺"]
+
+
+@pytest.mark.parametrize("encoding", ["gb18030", "utf-8"])
+@pytest.mark.parametrize("names", [NAMES[:6], NAMES], ids=["two-byte", "with-four-byte"])
+def test_unquoted_files_read_like_the_exact_path(tmp_path: Path, encoding: str, names: list[str]) -> None:
+    """No quote in the file: Arrow is told no value holds a line break."""
+    rows = [ROW.format(name=n, address=f"桂城街道{i}号") for i, n in enumerate(names * 50)]
+    fast, exact = _both(tmp_path, "\n".join([HEADER, *rows]) + "\n", encoding)
+    assert fast is not None
+    assert_frame_equal(fast.frame, exact.frame)
+    assert fast.frame["name"].to_list() == names * 50
+    assert all(fast.frame[c].n_chunks() == 1 for c in fast.frame.columns)
+
+
+def test_a_quote_after_the_first_piece_still_allows_line_breaks_in_values(tmp_path: Path) -> None:
+    """The scan for quotes covers the whole file, not only its first piece: Arrow splits a large file into
+    blocks at line breaks, and must be told when some of them are inside values."""
+    plain = [ROW.format(name="张伟", address="南海大道1号") for _ in range(45_000)]  # about 5 MB
+    broken = [ROW.format(name="李娜", address=f'"大沥镇\n广佛路{i}号"') for i in range(25_000)]  # about 3 MB
+    text = "\n".join([HEADER, *plain, *broken]) + "\n"
+    assert text.encode("gb18030").find(b'"') > 4 << 20  # beyond the scan's first piece
+    fast, exact = _both(tmp_path, text, "gb18030")
+    assert fast is not None
+    assert fast.frame.height == 70_000
+    assert fast.frame["address"][-1] == "大沥镇\n广佛路24999号"
+    assert_frame_equal(fast.frame, exact.frame)
+
+
+def test_the_scan_reads_the_file_in_pieces(tmp_path: Path) -> None:
+    body = '\ufeffid_number,name\n1,张伟\n2,"李\n娜"\n'.encode()
+    head = len("\ufeffid_number,name".encode())
+    for piece in range(1, len(body) + 2):  # every cut, UTF-8 sequences split at each of their bytes
+        expected = (3, "id_number,name", True) if piece >= head else None  # a header longer than a piece
+        assert _scan(_part(tmp_path, body), "utf-8", piece=piece) == expected, piece
+    body = "id,name\n1,张伟\n".encode()
+    assert _scan(_part(tmp_path, body + b"\xed\xa0\x80\n"), "utf-8", piece=8) is None  # a surrogate: Arrow
+    assert _scan(_part(tmp_path, body + b"x" * 40 + b"\x00"), "utf-8", piece=8) is None  # lets it through
+    assert _scan(_part(tmp_path, body + b"x" * 40 + b'"'), "utf-8", piece=8) == (0, "id,name", True)
+    assert _scan(_part(tmp_path, b"id,name"), "gb18030", piece=8) == (0, "id,name", False)
+    assert _scan(_part(tmp_path, b""), "gb18030", piece=8) == (0, "", False)
+
+
+_FIELD = st.text(
+    st.one_of(st.sampled_from(list(',"\n\r ab1张伟玥赟昇·×€𠮷✓')), st.characters(exclude_categories=("Cs",))),
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    encoding=st.sampled_from(["gb18030", "utf-8", "gbk"]),
+    rows=st.lists(st.tuples(_FIELD, _FIELD), max_size=12),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+)
+def test_random_rows_read_like_the_exact_path(encoding: str, rows: list[tuple[str, str]], terminator: str) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=terminator)
+    writer.writerow(CONTRACT.column_names)
+    for name, address in rows:
+        fields = ROW.split(",")
+        fields[1], fields[6] = name, address
+        writer.writerow(fields)
+    text = buffer.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            body = text.encode(encoding)
+        except UnicodeEncodeError:
+            return
+        part = _part(Path(tmp), body)
+        fast = _read_csv_fast(part, CONTRACT, encoding)
+        try:
+            exact = _read_csv_exact(part, CONTRACT, encoding)
+        except BatchRejected:
+            assert fast is None, "the fast path read a file the exact path rejects"
+            return
+        if fast is None:
+            assert "\x00" in text or exact.malformed, "the fast path gave up on a clean file"
+            return
+        assert_frame_equal(fast.frame, exact.frame)
+        assert not exact.malformed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(encoding=st.sampled_from(["gb18030", "utf-8"]), body=st.binary(max_size=300))
+def test_random_bytes_never_read_differently(encoding: str, body: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        part = _part(Path(tmp), HEADER.encode() + b"\n" + body)
+        fast = _read_csv_fast(part, CONTRACT, encoding)
+        try:
+            exact = _read_csv_exact(part, CONTRACT, encoding)
+        except BatchRejected:
+            assert fast is None
+            return
+        if fast is not None:
+            assert_frame_equal(fast.frame, exact.frame)
+            assert not exact.malformed
+
+
+def test_arrow_strings_reach_polars_unchanged() -> None:
+    """`_to_polars` (Parquet's conversion) against polars' own, for every layout Arrow reads strings in."""
+    values = ["张伟", None, "", "a" * 20, "·"]
+    table = pa.table(
+        {
+            "string": pa.array(values, pa.string()),
+            "large": pa.array(values, pa.large_string()),
+            "sliced": pa.array(["x", *values], pa.large_string()).slice(1),
+            "chunked": pa.chunked_array(
+                [pa.array(values[:2], pa.large_string()), pa.array(values[2:], pa.large_string())]
+            ),
+            "number": pa.array([1, None, 3, 4, 5]),
+            "dictionary": pa.array(values).dictionary_encode(),
+        }
+    )
+    frame = _to_polars(table)
+    expected = pl.from_arrow(table)
+    assert isinstance(expected, pl.DataFrame)
+    assert_frame_equal(frame, expected)
+    assert frame["large"].to_list() == values
