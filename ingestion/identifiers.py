@@ -4,13 +4,29 @@ Departments send the same ID number in several forms: with spaces around it, in 
 with a lower-case `x`, or as a 15-digit first-generation number. These are normalised before any
 check, so that only numbers that are still wrong afterwards count as bad input. The check characters
 are computed over whole Arrow columns with numpy: a million IDs take milliseconds, not seconds.
+
+`check_identifiers` is what validation uses: one pass over the bytes of the values that are already in
+canonical form (nearly all of them) gives the pattern, the birth date and the check character; only
+the other values go through the regex normalisation below, and are then checked the same way.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
+from ingestion.columnar import (
+    FixedPattern,
+    civil_days,
+    compile_fixed_pattern,
+    fixed_width_rows,
+    spread,
+    string_views,
+)
+from ingestion.contract import CREDIT_CODE_PATTERN, RESIDENT_ID_PATTERN
 
 # ISO 7064 MOD 11-2 weights for the 17 body digits, and the check character for each remainder.
 _RIC_WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
@@ -47,16 +63,22 @@ def _char_matrix(values: pl.Series, width: int) -> np.ndarray:
 
 
 def _ric_expected(chars: np.ndarray) -> np.ndarray:
-    """The check character (as a byte) of each row of a matrix whose first 17 columns are digits.
+    """The check character (as a byte) of each row of a matrix whose first 17 columns are digits."""
+    return _ric_expected_columns(np.ascontiguousarray(chars[:, :17].T))
 
-    Accumulated column by column in int32: an (n, 17) int64 copy of the matrix would cost more than
-    the arithmetic (136 MB for a million IDs). The ASCII offset of the digits is removed at the end.
+
+def _ric_expected_columns(columns: np.ndarray) -> np.ndarray:
+    """The check character (as a byte) of each value of a (>= 17, k) byte matrix, one row per position.
+
+    Accumulated position by position in uint16 (17 weights of at most 10 times a byte of at most
+    255 stay below 65536): an (n, 17) int64 copy would cost more than the arithmetic. The ASCII offset
+    of the digits is removed at the end, modulo 11.
     """
-    total = np.zeros(len(chars), dtype=np.int32)
+    total = np.zeros(columns.shape[1], dtype=np.uint16)
     for i, weight in enumerate(_RIC_WEIGHTS.tolist()):
-        total += chars[:, i].astype(np.int32) * weight
-    total -= ord("0") * int(_RIC_WEIGHTS.sum())
-    return _RIC_CHECK[total % 11]
+        total += columns[i].astype(np.uint16) * np.uint16(weight)
+    offset = (ord("0") * int(_RIC_WEIGHTS.sum())) % 11
+    return _RIC_CHECK[(total.astype(np.int32) - offset) % 11]
 
 
 def upgrade_15_digit(values: pl.Series) -> pl.Series:
@@ -100,6 +122,14 @@ def resident_id_birth_date_ok(values: pl.Series) -> pl.Series:
     return pl.select(birth_date_ok_expr(pl.lit(values))).to_series().rename(values.name)
 
 
+def _uscc_expected_columns(columns: np.ndarray) -> np.ndarray:
+    """The GB 32100 check character (as a byte) of each value of a (>= 17, k) byte matrix over its alphabet."""
+    total = np.zeros(columns.shape[1], dtype=np.int32)
+    for i, weight in enumerate(_USCC_WEIGHTS.tolist()):
+        total += np.take(_USCC_VALUE, columns[i]).astype(np.int32) * weight
+    return _USCC_CHECK[(31 - total % 31) % 31]
+
+
 def credit_code_check_ok(values: pl.Series) -> pl.Series:
     """True where an 18-character code over the GB 32100 alphabet carries the right check character."""
     shaped = values.str.contains(r"^[0-9A-HJ-NPQRTUWXY]{18}$").fill_null(False)
@@ -134,3 +164,76 @@ def normalise_resident_id(values: pl.Series) -> pl.Series:
 
 def normalise_credit_code(values: pl.Series) -> pl.Series:
     return _normalise(values, r"^[0-9A-Z]{18}$")[0].rename(values.name)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    canonical: FixedPattern  # the form `_normalise` leaves alone
+    pattern: FixedPattern  # the contract's pattern
+    birth_date: bool  # resident IDs also need a real birth date
+
+
+def _fixed(pattern: str) -> FixedPattern:
+    compiled = compile_fixed_pattern(pattern)
+    assert compiled is not None, f"{pattern} is no longer a fixed-length pattern"
+    return compiled
+
+
+_KINDS = {
+    "resident_id": _Kind(_fixed(r"^[0-9]{17}[0-9X]$"), _fixed(RESIDENT_ID_PATTERN), True),
+    "credit_code": _Kind(_fixed(r"^[0-9A-Z]{18}$"), _fixed(CREDIT_CODE_PATTERN), False),
+}
+
+
+@dataclass(frozen=True)
+class IdentifierCheck:
+    """An identifier column normalised and checked: what the contract rules need, nothing else."""
+
+    values: pl.Series  # normalised as `normalise_resident_id` / `normalise_credit_code` do
+    matches: np.ndarray  # bool: the contract pattern matches (and for an ID the birth date is real); False if null
+    wrong_check: np.ndarray  # bool: matches, but the check character is not the one the body gives
+
+
+def _column_checks(kind: str, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical form, pattern match and wrong check character of 18-byte values (an (18, k) matrix)."""
+    spec = _KINDS[kind]
+    tests: dict = {}  # the two patterns test the same positions for digits: once is enough
+    canonical = spec.canonical.match_columns(columns, tests)
+    matches = spec.pattern.match_columns(columns, tests)
+    if spec.birth_date:
+        # Only meaningful where the pattern matched (digits, year 18xx-20xx, month 01-12, day 01-31):
+        # there it equals `birth_date_ok_expr`, which parses characters 7-14 with `%Y%m%d`.
+        digits = columns[6:14] - np.uint8(ord("0"))
+        year = digits[0] * np.uint16(1000) + digits[1] * np.uint16(100) + digits[2] * np.uint16(10) + digits[3]
+        matches &= civil_days(year, digits[4] * np.uint8(10) + digits[5], digits[6] * np.uint8(10) + digits[7])[0]
+    expected = _ric_expected_columns(columns) if kind == "resident_id" else _uscc_expected_columns(columns)
+    return canonical, matches, matches & (columns[17] != expected)
+
+
+def _fold(values: pl.Series, kind: str) -> pl.Series:
+    """`normalise_resident_id` / `normalise_credit_code` for values known not to be in canonical form."""
+    folded = pl.DataFrame({"v": values}).select(normalise_expr("v")).to_series()
+    return upgrade_15_digit(folded) if kind == "resident_id" else folded
+
+
+def check_identifiers(values: pl.Series, kind: str, normalise: bool = True) -> IdentifierCheck:
+    """Normalise (when `normalise`) and check a string column of resident IDs or credit codes.
+
+    Values in canonical form are checked straight from their bytes; the others (spaces, full-width
+    digits, lower-case letters, 15-digit numbers, anything malformed) are folded by the regex path
+    and checked the same way. Equal, value for value, to `normalise_*`, the contract pattern,
+    `birth_date_ok_expr` and `*_check_ok`, which the tests compare it with.
+    """
+    views = string_views(values)
+    selected, columns = fixed_width_rows(values, views, 18)
+    canonical, matches, wrong = (spread(selected, c) for c in _column_checks(kind, columns))
+    messy = views.valid & ~canonical
+    if not normalise or not messy.any():
+        return IdentifierCheck(values, matches, wrong)
+    index = np.flatnonzero(messy)
+    folded = _fold(values.gather(index), kind)
+    again = check_identifiers(folded, kind, normalise=False)
+    matches[index] = again.matches
+    wrong[index] = again.wrong_check
+    normalised = values.clone().scatter(index, folded).rename(values.name)
+    return IdentifierCheck(normalised, matches, wrong)

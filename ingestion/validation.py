@@ -3,23 +3,28 @@
 Every rule is one boolean column; the rows that break none are typed and loaded, the others go to
 quarantine with one entry per broken rule. Messages are written for a data officer: they name the
 column, the value as delivered, the rule and what a valid value looks like.
+
+The rules are evaluated column by column into numpy masks. The common shapes (IDs and credit codes in
+canonical form, `YYYY-MM-DD` dates, ISO timestamps, fixed-length patterns, values that start with a
+visible character) are decided from the bytes of the Arrow buffers (`ingestion.columnar`); every value
+those fast paths cannot decide goes through the plain polars expression of the rule, so the result is
+the one the expressions alone give (`tests/test_validation_fast.py` compares both on messy input).
+A column that repeats one value is checked on its first row. Large batches are checked on two
+threads, and when few rows are bad the good rows are slices of the typed frame rather than a copy.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
+from ingestion import columnar
 from ingestion.contract import Column, Contract
-from ingestion.identifiers import (
-    birth_date_ok_expr,
-    credit_code_check_ok,
-    normalise_credit_code,
-    normalise_resident_id,
-    resident_id_check_ok,
-)
+from ingestion.identifiers import check_identifiers
 from ingestion.readers import ROW_NUMBER, SOURCE_FILE, ReadResult
 
 # The rule codes that quarantine rows carry.
@@ -73,13 +78,16 @@ class Validated:
         return self.violations.bad_rows + len(self.read.malformed)
 
 
-def _typed(column: Column, values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """The value in the contract's type; null where the text does not parse."""
+def _typed(column: Column, values: pl.Expr, dtype: pl.DataType, strip: bool = True) -> pl.Expr:
+    """The value in the contract's type; null where the text does not parse.
+
+    `strip=False` only where the caller has proven that stripping would change no value.
+    """
     if dtype != pl.String:
         return _cast_typed(column, values, dtype)
     if column.logical_type == "string":
         return values
-    text = values.str.strip_chars(_SPACES)
+    text = values.str.strip_chars(_SPACES) if strip else values
     match column.logical_type:
         case "integer":
             return text.cast(pl.Int64, strict=False)
@@ -116,68 +124,151 @@ def _cast_typed(column: Column, values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return values.cast(_POLARS_TYPES[column.logical_type], strict=False)
 
 
-def _normalised(column: Column, values: pl.Series) -> pl.Series:
-    if values.dtype != pl.String:
-        return values
-    if column.identifier_kind == "resident_id":
-        return normalise_resident_id(values)
-    if column.identifier_kind == "credit_code":
-        return normalise_credit_code(values)
-    return values
+def _evaluate(values: pl.Series, expression: pl.Expr) -> pl.Series:
+    """A polars expression over `pl.col("v")`, evaluated on one series."""
+    return pl.DataFrame({"v": values}).select(expression).to_series()
 
 
-def _present(values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.String:
-        # Any non-space character makes a value present; a regex stops at the first one.
-        return values.str.contains(r"[^\s\u3000]").fill_null(False)
-    return values.is_not_null()
+def typed_values(column: Column, values: pl.Series) -> pl.Series:
+    """`_typed` over one column, with fixed-format fast paths for dates and timestamps delivered as text.
 
-
-def _typed_name(column: Column) -> str:
-    return f"__typed__:{column.name}"
-
-
-def _present_name(column: Column) -> str:
-    return f"__present__:{column.name}"
-
-
-def _check_ok_name(column: Column) -> str:
-    return f"__check_ok__:{column.name}"
+    Values of the fixed shape (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS+HH:MM`) that are real dates and times
+    are converted from their bytes; everything else (other shapes, surrounding spaces, impossible
+    dates, leap seconds) is converted by `_typed` itself.
+    """
+    dtype = values.dtype
+    if dtype != pl.String or column.logical_type == "string":
+        return _evaluate(values, _typed(column, pl.col("v"), dtype)).rename(values.name)
+    if column.logical_type in ("date", "timestamp"):
+        date = column.logical_type == "date"
+        views = columnar.string_views(values)
+        selected, columns = columnar.fixed_width_rows(values, views, 10 if date else 25)
+        ok, physical = columnar.parse_iso_dates(columns) if date else columnar.parse_iso_timestamps(columns)
+        decided = columnar.spread(selected, ok)
+        result = columnar.spread(selected, physical, 0)
+        valid = decided.copy()
+        undecided = views.valid & ~decided
+        if undecided.any():
+            index = np.flatnonzero(undecided)
+            exact = _evaluate(values.gather(index), _typed(column, pl.col("v"), dtype))
+            result[index] = exact.to_physical().fill_null(0).to_numpy()
+            valid[index] = exact.is_not_null().to_numpy()
+        return columnar.typed_series(values.name, result, valid, _POLARS_TYPES[column.logical_type])
+    strip = columnar.may_need_strip(values)
+    return _evaluate(values, _typed(column, pl.col("v"), dtype, strip=strip)).rename(values.name)
 
 
 def _has_check_character(column: Column) -> bool:
     return bool(column.pattern) and column.identifier_kind in ("resident_id", "credit_code")
 
 
-def _column_checks(column: Column, typed_dtype: pl.DataType) -> dict[str, pl.Expr]:
-    """Boolean expression per rule: True where the row breaks it.
+def _needs_presence(column: Column) -> bool:
+    return (
+        column.required
+        or column.logical_type != "string"
+        or bool(column.pattern)
+        or column.allowed_values is not None
+        or column.minimum is not None
+        or column.maximum is not None
+    )
 
-    They read the typed value, the presence flag and the check-character result that `validate`
-    computed beforehand, so that every rule of every column is evaluated in one parallel pass.
+
+@dataclass
+class _Checked:
+    """One column typed, and a mask per rule of the column: True where the row breaks it."""
+
+    typed: pl.Series
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _not_null(values: pl.Series) -> np.ndarray:
+    if values.null_count() == 0:
+        return np.ones(values.len(), dtype=bool)
+    return values.is_not_null().to_numpy()
+
+
+def _pattern_matches(column: Column, typed: pl.Series) -> np.ndarray:
+    """`typed.str.contains(pattern)`, byte by byte where the pattern is fixed-length (False where null)."""
+    assert column.pattern is not None
+    fixed = columnar.compile_fixed_pattern(column.pattern) if typed.dtype == pl.String else None
+    if fixed is not None:
+        return fixed.matches(typed)
+    return typed.str.contains(column.pattern).fill_null(True).to_numpy()
+
+
+# Pure speed choices (every way gives the same mask): a short list of allowed values is compared value
+# by value (a string-view comparison is several times cheaper than a hash lookup); otherwise columns
+# whose first values hold few distinct ones are checked one distinct value at a time.
+_FEW_ALLOWED = 4
+_FEW_DISTINCT = 64
+
+
+def _not_allowed(typed: pl.Series, allowed: tuple[str, ...]) -> np.ndarray:
+    """True where a non-null value is not among the allowed ones (as text); null rows are False."""
+    as_text = typed if typed.dtype == pl.String else typed.cast(pl.String)
+    allowed_series = pl.Series(list(allowed), dtype=pl.String)
+    if not allowed:
+        return _not_null(as_text)
+    if len(allowed) <= _FEW_ALLOWED:
+        equal = [pl.col("v") == pl.lit(a, dtype=pl.String) for a in allowed]
+        return _evaluate(as_text, ~pl.any_horizontal(equal).fill_null(True)).to_numpy()
+    if as_text.head(4096).n_unique() <= _FEW_DISTINCT:
+        distinct = as_text.unique().drop_nulls()
+        outside = distinct.filter(~distinct.is_in(allowed_series.implode()))
+        if outside.len() == 0:
+            return np.zeros(typed.len(), dtype=bool)
+        return as_text.is_in(outside.implode()).fill_null(False).to_numpy()
+    return (~as_text.is_in(allowed_series.implode())).fill_null(False).to_numpy()
+
+
+def _out_of_range(column: Column, typed: pl.Series) -> np.ndarray:
+    value = pl.col("v")
+    low = value < column.minimum if column.minimum is not None else pl.lit(False)
+    high = value > column.maximum if column.maximum is not None else pl.lit(False)
+    return _evaluate(typed, low.fill_null(False) | high.fill_null(False)).to_numpy()
+
+
+def _check_column(column: Column, values: pl.Series) -> _Checked:
+    """Type one column and evaluate each of its rules (the rules of `RULES`, in that order).
+
+    A column that repeats one value (one period, one extract time) or is entirely empty is checked on
+    its first row: every row gets the same result.
     """
-    present = pl.col(_present_name(column))
-    typed = pl.col(_typed_name(column))
-    checks: dict[str, pl.Expr] = {}
+    if values.len() > 1 and _uniform(values):
+        one = _check_rows(column, values.head(1))
+        masks = {rule: np.full(values.len(), bool(mask[0])) for rule, mask in one.masks.items()}
+        return _Checked(one.typed.new_from_index(0, values.len()), masks)
+    return _check_rows(column, values)
+
+
+def _check_rows(column: Column, values: pl.Series) -> _Checked:
+    identifier = None
+    if column.identifier_kind:
+        text = values if values.dtype == pl.String else typed_values(column, values)
+        identifier = check_identifiers(text, column.identifier_kind, normalise=values.dtype == pl.String)
+        typed = identifier.values
+    else:
+        typed = typed_values(column, values)
+    checked = _Checked(typed)
+    if not _needs_presence(column):
+        return checked
+    present = columnar.present(values)
+    typed_ok = _not_null(typed)
+    has_value = present & typed_ok
     if column.required:
-        checks["required"] = ~present
+        checked.masks["required"] = ~present
     if column.logical_type != "string":
-        checks["type"] = present & typed.is_null()
-    has_value = typed.is_not_null() & present
+        checked.masks["type"] = present & ~typed_ok
     if column.pattern:
-        matches = typed.str.contains(column.pattern).fill_null(True)
-        if column.identifier_kind == "resident_id":
-            matches = matches & birth_date_ok_expr(typed)
-        checks["pattern"] = has_value & ~matches
-        if _has_check_character(column):
-            checks["check_character"] = has_value & matches & ~pl.col(_check_ok_name(column)).fill_null(True)
+        matches = identifier.matches if identifier is not None else _pattern_matches(column, typed)
+        checked.masks["pattern"] = has_value & ~matches
+        if _has_check_character(column) and identifier is not None:
+            checked.masks["check_character"] = has_value & identifier.wrong_check
     if column.allowed_values is not None:
-        as_text = typed if typed_dtype == pl.String else typed.cast(pl.String)
-        checks["allowed_values"] = has_value & ~as_text.is_in(list(column.allowed_values))
+        checked.masks["allowed_values"] = has_value & _not_allowed(typed, column.allowed_values)
     if column.minimum is not None or column.maximum is not None:
-        low = typed < column.minimum if column.minimum is not None else pl.lit(False)
-        high = typed > column.maximum if column.maximum is not None else pl.lit(False)
-        checks["range"] = has_value & (low.fill_null(False) | high.fill_null(False))
-    return {rule: mask.fill_null(False) for rule, mask in checks.items()}
+        checked.masks["range"] = has_value & _out_of_range(column, typed)
+    return checked
 
 
 def _detail(column: Column, rule: str, raw: object, value: object) -> str:
@@ -201,80 +292,117 @@ def _detail(column: Column, rule: str, raw: object, value: object) -> str:
     raise AssertionError(rule)
 
 
+# From this many rows the columns are checked on two threads (numpy and polars release the GIL).
+_PARALLEL_ROWS = 100_000
+
+
+def _check_columns(raw: pl.DataFrame, contract: Contract) -> tuple[dict[str, _Checked], np.ndarray | None]:
+    """Every column checked, and the duplicate-key mask (None without a primary key).
+
+    On large batches this thread checks the key columns and then searches the duplicates while a
+    worker thread checks the other columns: the two halves take about the same time. Without a key,
+    the two threads share the columns.
+    """
+    keys = [contract.column(k) for k in contract.primary_key]
+    others = [c for c in contract.columns if c.name not in contract.primary_key]
+    if raw.height < _PARALLEL_ROWS:
+        checked = {c.name: _check_column(c, raw[c.name]) for c in contract.columns}
+    else:
+        here, there = (keys, others) if keys else (others[::2], others[1::2])
+        with ThreadPoolExecutor(1) as worker:
+            pending = [(c.name, worker.submit(_check_column, c, raw[c.name])) for c in there]
+            checked = {c.name: _check_column(c, raw[c.name]) for c in here}
+            duplicates = _duplicate_keys([checked[k.name].typed for k in keys]) if keys else None
+            checked.update({name: future.result() for name, future in pending})
+        return checked, duplicates
+    return checked, (_duplicate_keys([checked[k.name].typed for k in keys]) if keys else None)
+
+
 def validate(read: ReadResult, contract: Contract) -> Validated:
     """Type every column, check every rule of the contract, and split good rows from bad.
 
-    Two parallel polars passes over the whole batch: the first types every column and flags present
-    values, the second evaluates every rule of every column (and the duplicate key) at once. Only the
-    check characters are computed in between, with numpy. No value becomes a Python object unless its
-    row broke a rule.
+    Column by column into numpy masks (see the module docstring), then the duplicate key; the good
+    rows are the typed rows minus the bad ones. No value becomes a Python object unless its row broke
+    a rule.
     """
     raw = read.frame
-    inputs = raw.select(contract.column_names)
-    identifiers = [
-        _normalised(c, raw[c.name]).alias(_typed_name(c))
-        for c in contract.columns
-        if c.identifier_kind and raw[c.name].dtype == pl.String
-    ]
-    if identifiers:
-        inputs = inputs.with_columns(identifiers)
-    typed_dtypes: dict[str, pl.DataType] = {}
-    stage: list[pl.Expr] = []
-    for column in contract.columns:
-        dtype = raw.schema[column.name]
-        source = _typed_name(column) if _typed_name(column) in inputs.columns else column.name
-        stage.append(_typed(column, pl.col(source), dtype).alias(_typed_name(column)))
-        stage.append(_present(pl.col(column.name), dtype).alias(_present_name(column)))
-        typed_dtypes[column.name] = _POLARS_TYPES[column.logical_type] if dtype == pl.String else dtype
-    checked = inputs.lazy().with_columns(stage).collect()
-    checks = [_check_ok(c, checked[_typed_name(c)]) for c in contract.columns if _has_check_character(c)]
-    if checks:
-        checked = checked.with_columns(checks)
-
-    masks: list[tuple[Column, str, pl.Expr]] = []
-    for column in contract.columns:
-        rules = _column_checks(column, checked.schema[_typed_name(column)])
-        masks.extend((column, rule, mask) for rule, mask in rules.items())
-    if contract.primary_key:
-        key = [pl.col(_typed_name(contract.column(k))) for k in contract.primary_key]
-        complete = pl.all_horizontal([k.is_not_null() for k in key])
-        # Hashes first (a 64-bit hash is several times faster to group than the text), then the exact
-        # comparison among the few rows whose hash repeats: a hash collision cannot make a false duplicate.
-        candidates = (key[0] if len(key) == 1 else pl.struct(key)).hash().is_duplicated() & complete
-        masks.append((contract.column(contract.primary_key[0]), "duplicate_key", candidates))
-
-    names = [f"__mask__:{n}" for n in range(len(masks))]
-    mask_frame = checked.lazy().select([m.alias(n) for n, (_, _, m) in zip(names, masks, strict=True)]).collect()
-    if contract.primary_key:
-        mask_frame = mask_frame.with_columns(_exact_duplicates(checked, contract, mask_frame[names[-1]]))
-    bad = mask_frame.select(pl.any_horizontal(pl.all())).to_series() if masks else None
-    typed_frame = checked.select([pl.col(_typed_name(c)).alias(c.name) for c in contract.columns])
-    if bad is None or not bad.any():
+    checked, duplicates = _check_columns(raw, contract)
+    typed_frame = pl.DataFrame([checked[c.name].typed.alias(c.name) for c in contract.columns])
+    found = [(c, rule, mask) for c in contract.columns for rule, mask in checked[c.name].masks.items()]
+    if duplicates is not None:
+        found.append((contract.column(contract.primary_key[0]), "duplicate_key", duplicates))
+    bad = np.zeros(raw.height, dtype=bool)
+    for _, _, mask in found:
+        bad |= mask
+    if not bad.any():
         violations = _no_violations()
         good = typed_frame.with_columns(raw[ROW_NUMBER], raw[SOURCE_FILE])
     else:
-        found = [(c, rule, mask_frame[n]) for n, (c, rule, _) in zip(names, masks, strict=True)]
         violations = _violations(raw, typed_frame, found, contract)
-        good = typed_frame.with_columns(raw[ROW_NUMBER], raw[SOURCE_FILE]).filter(~bad)
+        good = _without(typed_frame.with_columns(raw[ROW_NUMBER], raw[SOURCE_FILE]), bad)
     return Validated(good=good, typed=typed_frame, raw=raw, violations=violations, read=read)
 
 
-def _exact_duplicates(checked: pl.DataFrame, contract: Contract, candidates: pl.Series) -> pl.Series:
-    """Among rows whose key hash repeats, those whose key really repeats (same result as `is_duplicated`)."""
-    if not candidates.any():
-        return candidates
-    rows = candidates.arg_true()
-    keys = checked.select([_typed_name(contract.column(k)) for k in contract.primary_key])[rows]
-    exact = keys.is_duplicated()
-    return pl.repeat(False, candidates.len(), eager=True).scatter(rows.filter(exact), True).alias(candidates.name)
+# Up to this many bad rows, the good rows are kept as slices of the typed frame (no copy) instead of
+# being filtered into a new one (a copy of every column: ~40 ms per million rows).
+_FEW_BAD_ROWS = 64
 
 
-def _check_ok(column: Column, typed: pl.Series) -> pl.Series:
-    """True where the identifier's check character is right; null where it is not shaped like one."""
-    if typed.dtype != pl.String:  # a typed Parquet column cannot carry an identifier: nothing to check
-        return pl.Series(_check_ok_name(column), [None] * typed.len(), dtype=pl.Boolean)
-    ok = resident_id_check_ok(typed) if column.identifier_kind == "resident_id" else credit_code_check_ok(typed)
-    return ok.alias(_check_ok_name(column))
+def _without(frame: pl.DataFrame, bad: np.ndarray) -> pl.DataFrame:
+    """The rows of `frame` that are not `bad`, in order."""
+    rows = np.flatnonzero(bad)
+    if len(rows) > _FEW_BAD_ROWS:
+        return frame.filter(pl.Series(~bad))
+    starts = np.concatenate([[0], rows + 1]).tolist()
+    ends = [*rows.tolist(), frame.height]
+    parts = [frame.slice(start, end - start) for start, end in zip(starts, ends, strict=True) if end > start]
+    return pl.concat(parts, rechunk=False) if parts else frame.clear()
+
+
+def _uniform(values: pl.Series) -> bool:
+    """All values null, or all equal and none null (text, integers, booleans and dates only)."""
+    count = values.len()
+    if values.null_count() == count:
+        return True
+    exact = values.dtype in (pl.String, pl.Boolean, pl.Date) or values.dtype.is_integer()
+    if values.null_count() or not exact:
+        return False
+    first = values[0]
+    if values[count // 2] != first or values[count - 1] != first:  # most columns stop here
+        return False
+    return bool((values == first).all())
+
+
+def _constant(values: pl.Series) -> bool:
+    """Every value equal and none null (text and integers only: float equality has NaN to think of)."""
+    if values.len() == 0 or values.null_count() or not (values.dtype == pl.String or values.dtype.is_integer()):
+        return False
+    return bool((values == values[0]).all())
+
+
+def _duplicate_keys(keys: list[pl.Series]) -> np.ndarray:
+    """True for every row whose complete primary key (no part null) appears in another complete row.
+
+    Key parts that are the same in every row (one period, one insurance type) cannot tell rows apart
+    and are left out. A 64-bit hash of the rest is sorted to find the hash values that repeat; only
+    the rows carrying those are compared exactly, so a hash collision cannot make a false duplicate.
+    """
+    height = keys[0].len()
+    complete = np.ones(height, dtype=bool)
+    for key in keys:
+        complete &= _not_null(key)
+    varying = [k for k in keys if not _constant(k)] or keys[:1]
+    hashes = (varying[0] if len(varying) == 1 else pl.DataFrame(varying).select(pl.struct(pl.all())).to_series()).hash()
+    ordered = hashes.sort().to_numpy()
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if len(repeated) == 0:
+        return np.zeros(height, dtype=bool)
+    candidates = hashes.is_in(pl.Series(repeated).implode()).to_numpy() & complete
+    rows = np.flatnonzero(candidates)
+    exact = pl.DataFrame(keys)[rows].is_duplicated().to_numpy()
+    result = np.zeros(height, dtype=bool)
+    result[rows[exact]] = True
+    return result
 
 
 def _no_violations() -> Violations:
@@ -284,28 +412,21 @@ def _no_violations() -> Violations:
 
 
 def _violations(
-    raw: pl.DataFrame, typed: pl.DataFrame, masks: list[tuple[Column, str, pl.Series]], contract: Contract
+    raw: pl.DataFrame, typed: pl.DataFrame, masks: list[tuple[Column, str, np.ndarray]], contract: Contract
 ) -> Violations:
     rows: list[tuple[int, str, str, str]] = []
     for column, rule, mask in masks:
         if not mask.any():
             continue
-        index = mask.arg_true()
+        index = np.flatnonzero(mask)
         if rule == "duplicate_key":
             key = ", ".join(contract.primary_key)
-            for i in index.to_list():
-                rows.append(
-                    (
-                        i,
-                        key,
-                        rule,
-                        f"primary key ({key}) appears more than once in this batch; send one row per key",
-                    )
-                )
+            detail = f"primary key ({key}) appears more than once in this batch; send one row per key"
+            rows.extend((i, key, rule, detail) for i in index.tolist())
             continue
         raws = raw[column.name].gather(index).to_list()
         values = typed[column.name].gather(index).to_list()
-        for i, r, v in zip(index.to_list(), raws, values, strict=True):
+        for i, r, v in zip(index.tolist(), raws, values, strict=True):
             rows.append((i, column.name, rule, _detail(column, rule, r, v)))
     frame = pl.DataFrame(
         rows,
