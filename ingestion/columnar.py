@@ -79,11 +79,25 @@ def fixed_width_rows(values: pl.Series, views: StringViews, width: int) -> tuple
     subset = values if count == values.len() else values.filter(pl.Series(selected))
     if width <= _INLINE:
         matrix = views.views if subset is values else string_views(subset).views
-        return selected, np.ascontiguousarray(matrix[:, 4 : 4 + width].T)
+        return selected, transpose(matrix[:, 4 : 4 + width])
     binary = _string_view_array(subset).cast(pa.large_binary())
     offsets = np.frombuffer(binary.buffers()[1], dtype=np.int64)[binary.offset : binary.offset + count + 1]
     data = np.frombuffer(binary.buffers()[2], dtype=np.uint8)
-    return selected, np.ascontiguousarray(data[offsets[0] : offsets[0] + count * width].reshape(count, width).T)
+    return selected, transpose(data[offsets[0] : offsets[0] + count * width].reshape(count, width))
+
+
+# Rows per block of `transpose`: a block's source and destination stay in the CPU caches.
+_TRANSPOSE_BLOCK = 16_384
+
+
+def transpose(matrix: np.ndarray) -> np.ndarray:
+    """`np.ascontiguousarray(matrix.T)` of a (k, width) byte matrix, block by block: numpy's one-shot
+    transposition of a tall byte matrix misses the caches on every row and takes about twice as long."""
+    count = matrix.shape[0]
+    result = np.empty((matrix.shape[1], count), dtype=matrix.dtype)
+    for start in range(0, count, _TRANSPOSE_BLOCK):
+        result[:, start : start + _TRANSPOSE_BLOCK] = matrix[start : start + _TRANSPOSE_BLOCK].T
+    return result
 
 
 def spread(selected: np.ndarray, subset: np.ndarray, fill: object = False) -> np.ndarray:
@@ -279,12 +293,19 @@ def compile_fixed_pattern(pattern: str) -> FixedPattern | None:
 
 
 class _Evaluator:
-    """Evaluates a pattern tree over a (width, k) byte matrix; a test repeated in alternatives runs once."""
+    """Evaluates a pattern tree over a (width, k) byte matrix; a test repeated in alternatives runs once.
 
-    def __init__(self, columns: np.ndarray, tests: dict | None = None) -> None:
+    Three shapes are cheaper than one byte test per position: a run of positions that allow the same
+    single byte range is one minimum and one maximum over those rows of the matrix; an alternative two
+    bytes wide (`(0[1-9]|1[0-2])`) is one lookup of the byte pair in a 65536-entry table; any other
+    alternative is the union of its options.
+    """
+
+    def __init__(self, columns: np.ndarray, tests: dict | None = None, pairs: bool = True) -> None:
         self.columns = columns
         self.count = columns.shape[1]
-        self.tests: dict[tuple[int, bytes], np.ndarray] = {} if tests is None else tests
+        self.tests: dict[tuple, np.ndarray] = {} if tests is None else tests
+        self.pairs = pairs  # False while building a pair table itself
 
     def test(self, position: int, table: bytes) -> np.ndarray:
         key = (position, table)
@@ -292,19 +313,72 @@ class _Evaluator:
             self.tests[key] = byte_in(self.columns[position], table)
         return self.tests[key]
 
+    def run_of(self, start: int, stop: int, low: int, high: int) -> np.ndarray:
+        """True where every byte at positions start..stop-1 lies in low..high."""
+        key = ("run", start, stop, low, high)
+        if key not in self.tests:
+            rows = self.columns[start:stop]
+            result = rows.min(axis=0) >= np.uint8(low) if low > 0 else np.ones(self.count, dtype=bool)
+            if high < 255:
+                result &= rows.max(axis=0) <= np.uint8(high)
+            self.tests[key] = result
+        return self.tests[key]
+
+    def pair(self, position: int, node: _Node) -> np.ndarray:
+        key = ("pair", position, node)
+        if key not in self.tests:
+            pairs = self.columns[position].astype(np.uint16) << np.uint16(8)
+            pairs |= self.columns[position + 1]
+            self.tests[key] = np.take(_pair_table(node), pairs)
+        return self.tests[key]
+
     def run(self, node: _Node, offset: int) -> np.ndarray:
         if isinstance(node, _Set):
             return self.test(offset, node.table)
         if isinstance(node, _Seq):
             result = np.ones(self.count, dtype=bool)
-            for item in node.items:
-                result &= self.run(item, offset)
-                offset += _width(item) or 0
+            items = _flat(node)
+            index = 0
+            while index < len(items):
+                item = items[index]
+                ranges = _ranges(item.table) if isinstance(item, _Set) else ()
+                end = index + 1
+                while len(ranges) == 1 and end < len(items) and items[end] == item:
+                    end += 1
+                if end - index >= 2:
+                    (low, high), width = ranges[0], end - index
+                    result &= self.run_of(offset, offset + width, low, high)
+                else:
+                    width = _width(item) or 0
+                    result &= self.run(item, offset)
+                offset += width
+                index = end
             return result
+        if self.pairs and _width(node) == 2 and self.count >= _PAIR_ROWS:
+            return self.pair(offset, node)
         result = np.zeros(self.count, dtype=bool)
         for option in node.options:
             result |= self.run(option, offset)
         return result
+
+
+# From this many values a two-byte alternative is looked up rather than tested option by option (the
+# 65536-entry table costs about what testing 65536 values does).
+_PAIR_ROWS = 65_536
+
+
+@cache
+def _flat(node: _Seq) -> tuple[_Node, ...]:
+    """The items of a sequence with nested sequences (groups, repeats) spliced in."""
+    return tuple(part for item in node.items for part in (_flat(item) if isinstance(item, _Seq) else (item,)))
+
+
+@cache
+def _pair_table(node: _Node) -> np.ndarray:
+    """Whether each of the 65536 byte pairs (first byte * 256 + second) matches a two-byte node."""
+    every = np.arange(65536, dtype=np.uint16)
+    columns = np.stack([(every >> np.uint16(8)).astype(np.uint8), (every & np.uint16(255)).astype(np.uint8)])
+    return _Evaluator(columns, pairs=False).run(node, 0)
 
 
 @cache
@@ -365,6 +439,13 @@ def civil_days(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> tuple[np
     ok = (day >= 1) & (day <= np.take(_MONTH_LAST, key))
     days = np.take(_YEAR_START, year) + np.take(_MONTH_START, key) + (day.astype(np.int32) - 1)
     return ok, days
+
+
+def real_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """The first result of `civil_days` alone (no day count): which triples are real dates."""
+    key = np.take(_LEAP, year) << np.uint16(8)
+    key |= month
+    return (day >= 1) & (day <= np.take(_MONTH_LAST, key))
 
 
 class _Digits:

@@ -18,6 +18,7 @@ date32, timestamp[us, UTC]) go through `write_deltalake` with the same checks an
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -40,6 +42,8 @@ DEFAULT_NUM_INDEXED_COLS = 32
 # Above this many rows a partition's data is split over several files of even size.
 DEFAULT_MAX_ROWS_PER_FILE = 4_000_000
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+# The Parquet footer key where Arrow writers record the Arrow schema of the file.
+ARROW_SCHEMA_KEY = "ARROW:schema"
 
 # The Arrow types this module writes itself, and their polars equivalents.
 _POLARS_TYPES: dict[pa.DataType, pl.DataType] = {
@@ -168,6 +172,7 @@ def write_data_files(
     data_columns = [n for n in schema.names if n not in partitions]
     if stats_columns is None:
         stats_columns = data_columns[:DEFAULT_NUM_INDEXED_COLS]
+    hint = {ARROW_SCHEMA_KEY: arrow_schema_hint(schema, data_columns)}
     actions: list[AddAction] = []
     for values, piece in _partitions(data, partitions):
         directory = "/".join(f"{col}={_encode_partition_value(v)}" for col, v in zip(partitions, values, strict=True))
@@ -177,8 +182,9 @@ def write_data_files(
             name = f"part-{number:05d}-{uuid.uuid4()}-c000.snappy.parquet"
             relative = f"{directory}/{name}" if directory else name
             path = os.path.join(uri, relative)
-            chunk.write_parquet(path, compression="snappy", statistics=True)
+            chunk.write_parquet(path, compression="snappy", statistics=True, metadata=hint)
             stat = os.stat(path)
+            footer = pq.read_metadata(path)
             actions.append(
                 AddAction(
                     path=relative,
@@ -186,10 +192,22 @@ def write_data_files(
                     partition_values=partition_values,
                     modification_time=stat.st_mtime_ns // 1_000_000,
                     data_change=True,
-                    stats=file_stats(chunk, stats_columns),
+                    stats=file_stats(chunk, stats_columns, footer=footer),
                 )
             )
     return actions
+
+
+def arrow_schema_hint(schema: pa.Schema, columns: Sequence[str]) -> str:
+    """The `ARROW:schema` footer entry for a data file: the table's own Arrow types.
+
+    polars records its in-memory types there (`large_string` for strings), and Arrow-based readers that
+    trust the hint refuse to read such a file as the table's `string` (Sail: "Cannot cast column from
+    LargeUtf8 (physical) to Utf8 (logical)"). The Parquet column types are the same either way. Every
+    field is nullable, as polars writes every column optional.
+    """
+    fields = [schema.field(name).with_nullable(True) for name in columns]
+    return base64.b64encode(pa.schema(fields).serialize().to_pybytes()).decode("ascii")
 
 
 def commit_files(
@@ -228,14 +246,43 @@ def commit_files(
         )
 
 
-def file_stats(data: pl.DataFrame, columns: Sequence[str]) -> str:
+def file_stats(data: pl.DataFrame, columns: Sequence[str], *, footer: pq.FileMetaData | None = None) -> str:
     """The `stats` JSON of an add action for a file holding `data`, as delta-rs writes it.
 
     delta-rs reads these from the Parquet footer parquet-rs wrote, which gives: NaN left out of float
     bounds (a column of only NaN has none), a zero minimum written as -0.0 and a zero maximum as 0.0,
     infinities as null, timestamps floored to the millisecond (with `.mmm` only when the value has a
     fractional second), strings cut to 64 bytes (the maximum's last character then incremented).
+
+    `footer`, the metadata of the file polars wrote for `data`, saves scanning the data: its row-group
+    statistics hold the exact bounds (NaN already left out) wherever polars did not cut a string, so only
+    string columns holding a value longer than 64 bytes, and columns whose footer lacks statistics, are
+    aggregated from `data`.
     """
+    bounds = _footer_bounds(data, columns, footer) if footer is not None else {}
+    scanned = [name for name in columns if name not in bounds]
+    bounds.update(_scanned_bounds(data, scanned))
+    minimums: dict[str, Any] = {}
+    maximums: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in columns:
+        dtype = data.schema[name]
+        nulls[name], low, high = bounds[name]
+        for bound, target, is_max in ((low, minimums, False), (high, maximums, True)):
+            present, value = _stat_value(bound, dtype, is_max)
+            if present:
+                target[name] = value
+    stats = {"numRecords": data.height, "minValues": minimums, "maxValues": maximums, "nullCount": nulls}
+    return json.dumps(stats, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# (null count, minimum, maximum) of a column, in the form `_stat_value` takes: dates as `YYYY-MM-DD`
+# text, timestamps as epoch microseconds, other types as their Python value; None where there is none.
+_Bounds = tuple[int, Any, Any]
+
+
+def _scanned_bounds(data: pl.DataFrame, columns: Sequence[str]) -> dict[str, _Bounds]:
+    """Bounds aggregated from the data itself (one polars pass over the columns)."""
     exprs: list[pl.Expr] = []
     for name in columns:
         col = pl.col(name)
@@ -248,18 +295,63 @@ def file_stats(data: pl.DataFrame, columns: Sequence[str]) -> str:
             low, high = col.min(), col.max()
         exprs += [col.null_count().alias(f"{name}\0n"), low.alias(f"{name}\0lo"), high.alias(f"{name}\0hi")]
     row = data.select(exprs).row(0, named=True) if exprs else {}
-    minimums: dict[str, Any] = {}
-    maximums: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
+    return {name: (row[f"{name}\0n"], row[f"{name}\0lo"], row[f"{name}\0hi"]) for name in columns}
+
+
+def _footer_bounds(data: pl.DataFrame, columns: Sequence[str], footer: pq.FileMetaData) -> dict[str, _Bounds]:
+    """Bounds read from the row-group statistics of the file polars wrote, for the columns they are exact for.
+
+    polars cuts string bounds longer than 64 bytes in its own way (not parquet-rs'), so a string column
+    with such a value is left out; so is any column whose statistics are missing in some row group.
+    """
+    strings = [name for name in columns if data.schema[name] == pl.String]
+    lengths = data.select(pl.col(strings).str.len_bytes().max()).row(0, named=True) if strings and data.height else {}
+    positions = {footer.schema.column(i).path: i for i in range(footer.num_columns)}
+    groups = [footer.row_group(g) for g in range(footer.num_row_groups)]
+    bounds: dict[str, _Bounds] = {}
     for name in columns:
-        dtype = data.schema[name]
-        nulls[name] = row[f"{name}\0n"]
-        for bound, target, is_max in ((row[f"{name}\0lo"], minimums, False), (row[f"{name}\0hi"], maximums, True)):
-            present, value = _stat_value(bound, dtype, is_max)
-            if present:
-                target[name] = value
-    stats = {"numRecords": data.height, "minValues": minimums, "maxValues": maximums, "nullCount": nulls}
-    return json.dumps(stats, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        if (lengths.get(name) or 0) > STATS_TRUNCATE_BYTES or name not in positions:
+            continue
+        found = _column_footer_bounds(groups, positions[name], data.schema[name])
+        if found is not None:
+            bounds[name] = found
+    return bounds
+
+
+def _column_footer_bounds(groups: list[pq.RowGroupMetaData], position: int, dtype: pl.DataType) -> _Bounds | None:
+    """One column's bounds over all row groups, or None when a row group has no statistics to go on."""
+    nulls = 0
+    low: Any = None
+    high: Any = None
+    for group in groups:
+        statistics = group.column(position).statistics
+        if statistics is None or not statistics.has_null_count:
+            return None
+        nulls += statistics.null_count
+        if not statistics.has_min_max:
+            if statistics.null_count < group.num_rows and not dtype.is_float():
+                return None  # values present but no bounds: statistics were not written
+            continue  # only nulls (or, for floats, only NaN)
+        group_low, group_high = statistics.min_raw, statistics.max_raw
+        low = group_low if low is None else min(low, group_low)
+        high = group_high if high is None else max(high, group_high)
+    if dtype == pl.String:
+        # Byte order, the order polars and parquet-rs compare strings in.
+        return nulls, None if low is None else low.decode(), None if high is None else high.decode()
+    if dtype == pl.Date:
+        if low is None:
+            return nulls, None, None
+        dates = _date_texts(low, high)
+        return None if dates is None else (nulls, *dates)
+    return nulls, low, high
+
+
+def _date_texts(low: int, high: int) -> tuple[str, str] | None:
+    """Day numbers as `YYYY-MM-DD`, or None outside Python's years 1-9999 (then polars formats them)."""
+    try:
+        return (_EPOCH + timedelta(days=low)).date().isoformat(), (_EPOCH + timedelta(days=high)).date().isoformat()
+    except OverflowError:
+        return None
 
 
 def _stat_value(value: Any, dtype: pl.DataType, is_max: bool) -> tuple[bool, Any]:

@@ -20,9 +20,9 @@ import pyarrow as pa
 
 from ingestion.columnar import (
     FixedPattern,
-    civil_days,
     compile_fixed_pattern,
     fixed_width_rows,
+    real_dates,
     spread,
     string_views,
 )
@@ -205,7 +205,7 @@ def _column_checks(kind: str, columns: np.ndarray) -> tuple[np.ndarray, np.ndarr
         # there it equals `birth_date_ok_expr`, which parses characters 7-14 with `%Y%m%d`.
         digits = columns[6:14] - np.uint8(ord("0"))
         year = digits[0] * np.uint16(1000) + digits[1] * np.uint16(100) + digits[2] * np.uint16(10) + digits[3]
-        matches &= civil_days(year, digits[4] * np.uint8(10) + digits[5], digits[6] * np.uint8(10) + digits[7])[0]
+        matches &= real_dates(year, digits[4] * np.uint8(10) + digits[5], digits[6] * np.uint8(10) + digits[7])
     expected = _ric_expected_columns(columns) if kind == "resident_id" else _uscc_expected_columns(columns)
     return canonical, matches, matches & (columns[17] != expected)
 

@@ -27,6 +27,7 @@ from ingestion.delta_append import (
     arrow_schema_of,
     commit_files,
     conform,
+    file_stats,
     write_data_files,
 )
 from ingestion.ledger import append_once
@@ -175,6 +176,16 @@ def test_parquet_types_are_the_ones_delta_rs_writes(tmp_path):
     assert seen_at[0] == "INT64" and seen_at[1].startswith("Timestamp(isAdjustedToUTC=true, timeUnit=microseconds")
 
 
+def test_files_record_the_tables_arrow_types_not_polars_own(tmp_path):
+    """Readers that trust the file's `ARROW:schema` (Sail) refuse a `large_string` where the table says `string`."""
+    ours, reference = tmp_path / "ours", tmp_path / "reference"
+    append_frame(str(ours), pl.from_arrow(_rows()), SCHEMA, app_id="x", partition_by=["batch"])
+    write_deltalake(str(reference), _rows(), partition_by=["batch"])
+    ((path,), (expected,)) = _parquet_files(ours), _parquet_files(reference)
+    assert pq.read_schema(path).types == pq.read_schema(expected).types
+    assert pq.read_schema(path).field("name").type == pa.string()
+
+
 # Values chosen to hit the edges of the statistics format: NaN and infinities, signed zeros, strings
 # around the 64-byte cut (ASCII, 2-, 3- and 4-byte characters, U+10FFFF that cannot be incremented),
 # timestamps on, before and after the epoch with and without fractional seconds.
@@ -216,6 +227,30 @@ def test_statistics_match_write_deltalake_on_generated_data(rows):
             .sort("batch", "id_number")
             .equals(pl.read_delta(str(reference)).sort("batch", "id_number"))
         )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_ROW, min_size=1, max_size=12), st.integers(1, 4))
+def test_statistics_from_the_footer_equal_statistics_scanned_from_the_data(rows, row_group_size):
+    # Small row groups give groups of only nulls or only NaN, and bounds that must be combined.
+    data = pl.from_arrow(pa.Table.from_pylist(rows, schema=SCHEMA))
+    assert isinstance(data, pl.DataFrame)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch, "f.parquet")
+        data.write_parquet(path, compression="snappy", statistics=True, row_group_size=row_group_size)
+        footer = pq.read_metadata(path)
+        assert file_stats(data, data.columns, footer=footer) == file_stats(data, data.columns)
+
+
+def test_long_strings_and_files_without_statistics_fall_back_to_scanning(tmp_path):
+    data = pl.DataFrame({"text": ["a" + "\U0010ffff" * 20, "b" * 70, "c"], "n": [3, None, 1]})
+    expected = json.loads(file_stats(data, ["text", "n"]))
+    assert expected["maxValues"]["text"] == "c" and expected["minValues"]["text"] == "a" + "\U0010ffff" * 15
+    with_statistics, without = tmp_path / "with.parquet", tmp_path / "without.parquet"
+    data.write_parquet(with_statistics, statistics=True)
+    data.write_parquet(without, statistics=False)
+    for path in (with_statistics, without):
+        assert json.loads(file_stats(data, ["text", "n"], footer=pq.read_metadata(path))) == expected
 
 
 def test_data_skipping_on_our_statistics_returns_the_right_rows(tmp_path):

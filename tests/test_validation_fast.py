@@ -501,8 +501,12 @@ CONTRACT_PATTERNS = sorted({c.pattern for k in load_contracts().values() for c i
 EXTRA_PATTERNS = [r"^[0-9]{17}[0-9X]$", r"^[0-9A-Z]{18}$", r"^(a|bc|d)e$", r"^$", r"^x{0}y$", r"^-[a-c]-$"]
 
 
+@pytest.mark.parametrize("large_batch_paths", [False, True])
 @pytest.mark.parametrize("pattern", CONTRACT_PATTERNS + EXTRA_PATTERNS)
-def test_fixed_patterns_match_like_the_regex(pattern):
+def test_fixed_patterns_match_like_the_regex(pattern, large_batch_paths, monkeypatch):
+    if large_batch_paths:  # byte-pair lookups and a transposition in several blocks, on small inputs
+        monkeypatch.setattr(columnar, "_PAIR_ROWS", 0)
+        monkeypatch.setattr(columnar, "_TRANSPOSE_BLOCK", 3)
     fixed = columnar.compile_fixed_pattern(pattern)
     if pattern in (r"^[A-T][0-9]{2,4}$", r"^(a|bc|d)e$"):
         assert fixed is None
