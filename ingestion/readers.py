@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -62,6 +63,14 @@ def _decode(part: PartFile, encoding: str) -> str:
             f"re-export the file in {encoding} as the manifest says",
         ) from None
     return text.removeprefix("\ufeff")
+
+
+def _header(line: str) -> list[str] | None:
+    """The column names of a header line, or None when it cannot be split (a lone carriage return in it)."""
+    try:
+        return [name.strip() for row in csv.reader([line]) for name in row]
+    except csv.Error:
+        return None
 
 
 def _check_columns(contract: Contract, delivered: list[str], part: str) -> None:
@@ -111,7 +120,7 @@ def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadRes
     if scan is None:
         return None
     start, header_line, quoted = scan
-    header = [h.strip() for row in csv.reader([header_line]) for h in row]
+    header = _header(header_line)
     if not header or header == [""] or sorted(header) != sorted(set(header)):
         return None
     names = set(contract.column_names)
@@ -130,11 +139,10 @@ def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadRes
                 # its text (Arrow could only hand the handler the text decoded as UTF-8). Without a quote in
                 # the file no value can hold a line break, and Arrow splits rows faster when told so.
                 parse_options=pacsv.ParseOptions(newlines_in_values=quoted),
+                # No null detection: an empty field is null, and `_string_view_column` marks those from the
+                # value lengths for less than Arrow's check of every field costs.
                 convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(header, column_type),
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
+                    column_types=dict.fromkeys(header, column_type), null_values=[], strings_can_be_null=False
                 ),
             )
         # Columns side by side: the codec holds the GIL, Arrow and numpy let it go.
@@ -153,10 +161,81 @@ _BLOCK_SIZE = 4 << 20
 
 
 def _string_view_column(column: pa.ChunkedArray, codec: str) -> pa.Array:
-    """A parsed column as one string_view array, which polars takes without a copy. One chunk: Arrow joins
-    the ~1 MiB pieces faster than polars does, and a frame in one piece is quicker to work with."""
-    array = column.combine_chunks() if codec == "utf-8" else _utf8_column(column, codec)
-    return array.cast(pa.string_view())
+    """A parsed column (empty fields as empty values) as one string_view array with empty fields null, which
+    polars takes without a copy. One chunk: Arrow joins the ~1 MiB pieces faster than polars does, and a frame
+    in one piece is quicker to work with.
+
+    A column in `codec` whose values repeat (names, addresses of a household, codes) is transcoded once per
+    distinct value: Arrow's hashing costs a fraction of the transcoding it saves (`_repeated`)."""
+    array = column.combine_chunks()
+    if codec == "utf-8" or _is_ascii(array):
+        views = _ascii_as_string(array).cast(pa.string_view())
+    elif (repeated := _repeated(array)) is not None:
+        indices, distinct = repeated
+        views = _gathered_views(_utf8_array(distinct, codec).cast(pa.string_view()), indices)
+    else:
+        views = _utf8_array(array, codec).cast(pa.string_view())
+    return _empty_as_null(views)
+
+
+def _empty_as_null(views: pa.Array) -> pa.Array:
+    """A string_view array without nulls, with its empty values made null (the view of an empty value, all
+    zero, is also what a null's view is). Its lengths are the first four bytes of each 16-byte view."""
+    count = len(views)
+    view_buffer = views.buffers()[1].slice(views.offset * 16, count * 16)
+    present = np.frombuffer(view_buffer, dtype=np.int32)[::4] != 0
+    nulls = count - int(np.count_nonzero(present))
+    if nulls == 0:
+        return views
+    validity = pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.string_view(), count, [validity, view_buffer, *views.buffers()[2:]], null_count=nulls
+    )
+
+
+# A sample of this many values first: a column whose sample is mostly distinct is not hashed whole.
+_REPEAT_SAMPLE = 1 << 16
+# Transcoding the distinct values and gathering views pays when at most this share of the values is distinct.
+_REPEAT_SHARE = 0.5
+
+
+def _repeated(array: pa.Array) -> tuple[pa.Array, pa.Array] | None:
+    """(int32 indices, distinct values) for a column with few distinct values, else None."""
+    if len(array) >= 2 * _REPEAT_SAMPLE:
+        sample = pc.dictionary_encode(array.slice(0, _REPEAT_SAMPLE)).dictionary
+        if len(sample) > _REPEAT_SAMPLE * _REPEAT_SHARE:
+            return None
+    encoded = pc.dictionary_encode(array)
+    if len(encoded.dictionary) > len(array) * _REPEAT_SHARE:
+        return None
+    return encoded.indices, encoded.dictionary
+
+
+def _gathered_views(distinct: pa.Array, indices: pa.Array) -> pa.Array:
+    """`distinct` (string_view) taken at `indices` (int32, null where the value is null), by copying each
+    16-byte view: the values stay in `distinct`'s buffers. (Arrow 26 has no `take` for views.) An index out
+    of range (a damaged file) raises ArrowInvalid."""
+    views = np.zeros((len(distinct) + 1, 2), dtype=np.uint64)  # the last one, all zero, for the nulls
+    if len(distinct):
+        views[:-1] = np.frombuffer(distinct.buffers()[1], dtype=np.uint64).reshape(-1, 2)[
+            distinct.offset : distinct.offset + len(distinct)
+        ]
+    nulls = indices.null_count
+    if nulls < len(indices):
+        bounds = pc.min_max(indices)
+        if bounds["min"].as_py() < 0 or bounds["max"].as_py() >= len(distinct):
+            raise pa.ArrowInvalid("a dictionary index is out of range")
+    validity = None
+    if nulls:
+        validity = indices.is_valid().buffers()[1]  # a fresh bitmap, from bit 0
+        indices = indices.fill_null(len(distinct))
+    positions = np.frombuffer(indices.buffers()[1], dtype=np.int32)[indices.offset : indices.offset + len(indices)]
+    return pa.Array.from_buffers(
+        pa.string_view(),
+        len(positions),
+        [validity, pa.py_buffer(np.take(views, positions, axis=0)), *distinct.buffers()[2:]],
+        null_count=nulls,
+    )
 
 
 _SCAN_PIECE = 4 << 20
@@ -231,22 +310,36 @@ def _value_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
 
 
-def _utf8_column(column: pa.ChunkedArray, codec: str) -> pa.Array:
-    """A binary column in `codec` as one UTF-8 string array.
+def _is_ascii(array: pa.Array) -> bool:
+    """Whether a binary array's values are all ASCII, hence UTF-8 already."""
+    return bool(_value_bytes(array)[1].max(initial=0) < 0x80)
 
-    An ASCII column is UTF-8 already and keeps its bytes. A column with other bytes is transcoded in one
+
+def _ascii_as_string(array: pa.Array) -> pa.Array:
+    """A binary array of ASCII values as a string array on the same buffers."""
+    return pa.Array.from_buffers(
+        pa.string(), len(array), array.buffers(), null_count=array.null_count, offset=array.offset
+    )
+
+
+def _utf8_column(column: pa.ChunkedArray, codec: str) -> pa.Array:
+    """A binary column in `codec` as one UTF-8 string array (`_utf8_array`)."""
+    return _utf8_array(column.combine_chunks(), codec)
+
+
+def _utf8_array(array: pa.Array, codec: str) -> pa.Array:
+    """A binary array in `codec` as a UTF-8 string array.
+
+    An ASCII array is UTF-8 already and keeps its bytes. An array with other bytes is transcoded in one
     codec call (`gb18030.transcode`), or, when it holds what that does not handle (many four-byte
     sequences), through `_transcoded`.
     """
-    array = column.combine_chunks()
+    if _is_ascii(array):
+        return _ascii_as_string(array)
     offsets, values = _value_bytes(array)
-    if values.max(initial=0) < 0x80:
-        return pa.Array.from_buffers(
-            pa.string(), len(array), array.buffers(), null_count=array.null_count, offset=array.offset
-        )
     result = gb18030.transcode(values, offsets.astype(np.int64) - offsets[0], codec) if array.offset == 0 else None
     if result is None:
-        return _transcoded(column, codec)
+        return _transcoded(array, codec)
     utf8, new_offsets = result
     offset_type, arrow_type = (np.int32, pa.string()) if len(utf8) < 2**31 else (np.int64, pa.large_string())
     return pa.Array.from_buffers(
@@ -257,13 +350,12 @@ def _utf8_column(column: pa.ChunkedArray, codec: str) -> pa.Array:
     ).cast(pa.string())
 
 
-def _transcoded(column: pa.ChunkedArray, codec: str) -> pa.Array:
-    """A binary column in `codec` as a UTF-8 string column, decoding only if it has non-ASCII bytes.
+def _transcoded(array: pa.Array, codec: str) -> pa.Array:
+    """A binary array in `codec` as a UTF-8 string array, decoding only if it has non-ASCII bytes.
 
     The values are joined with NUL separators (the file has no NUL byte), decoded and encoded in one
     call each, and split again at the NULs: one pass in C instead of a Python call per value.
     """
-    array = column.combine_chunks()
     if array.offset != 0:
         raise _NotTranscodable
     count = len(array)
@@ -297,7 +389,11 @@ def _read_csv_exact(part: PartFile, contract: Contract, encoding: str) -> ReadRe
     line of each malformed record."""
     text = _decode(part, encoding)
     header_line = text.split("\n", 1)[0].rstrip("\r")
-    header = [h.strip() for row in csv.reader([header_line]) for h in row]
+    header = _header(header_line)
+    if header is None:
+        raise BatchRejected(
+            "columns", f"{part.name}: the header row cannot be parsed (a line break inside it?); send one header line"
+        )
     if not header or header == [""]:
         if text.strip() == "":
             return ReadResult(_empty(contract, part.name), [])
@@ -411,11 +507,51 @@ def _read_parquet(part: PartFile, contract: Contract) -> ReadResult:
     """Arrow's reader. (polars' own reader is about three times faster, but a damaged page can make it abort
     the whole process, and it reads some files Arrow rejects as damaged.)"""
     try:
-        table = pq.read_table(part.path)
+        file = pq.ParquetFile(part.path, read_dictionary=_dictionary_only_strings(part.path))
+        table = _views_of_dictionaries(file.read())
     except (pa.ArrowInvalid, OSError) as error:
         raise BatchRejected("malformed_file", f"{part.name}: not a readable Parquet file ({error})") from None
     _check_columns(contract, table.column_names, part.name)
     return ReadResult(_numbered(_to_polars(table), part, contract), [])
+
+
+# Dictionary indices take at most two bytes a value; plain strings at least four (their length).
+_DICTIONARY_BYTES_PER_VALUE = 2
+
+
+def _dictionary_only_strings(path) -> list[str]:
+    """The string columns whose every column chunk is (nearly) all dictionary-encoded: Arrow reads them as
+    indices and a small dictionary instead of one value per row. (Asked for a column that fell back to plain
+    pages, Arrow would hash every value, which costs more than it saves.)"""
+    metadata = pq.read_metadata(path)
+    schema = metadata.schema.to_arrow_schema()
+    names = []
+    for index, field in enumerate(schema):
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        chunks = [metadata.row_group(g).column(index) for g in range(metadata.num_row_groups)]
+        if chunks and all(
+            c.path_in_schema == field.name
+            and c.has_dictionary_page
+            and c.total_uncompressed_size <= _DICTIONARY_BYTES_PER_VALUE * max(c.num_values, 1)
+            for c in chunks
+        ):
+            names.append(field.name)
+    return names
+
+
+def _views_of_dictionaries(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded string columns as string_view columns of one chunk, by copying views."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_dictionary(column.type):
+            pieces = [
+                _gathered_views(chunk.dictionary.cast(pa.string()).cast(pa.string_view()), chunk.indices)
+                for chunk in column.chunks
+            ]
+            column = pa.concat_arrays(pieces) if len(pieces) != 1 else pieces[0]
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
 
 
 def _numbered(frame: pl.DataFrame, part: PartFile, contract: Contract) -> pl.DataFrame:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ingestion.gb18030 import _two_byte_utf8_pairs, transcode
-from ingestion.readers import _utf8_column
+from ingestion.readers import _string_view_column, _utf8_column
 
 CODECS = ["gb18030", "gbk", "gb2312"]
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -140,3 +140,24 @@ def test_column_transcoding_equals_python(texts: list[str | None], chunk: int) -
     result = _utf8_column(column, "gb18030")
     assert result.type == pa.string()
     assert result.to_pylist() == texts
+
+
+@SETTINGS
+@given(
+    picks=st.lists(st.integers(0, 5), max_size=60),
+    words=st.lists(st.text(CHARS.filter(lambda c: c != "\x00"), max_size=6), min_size=6, max_size=6),
+    chunk=st.integers(1, 9),
+    codec=st.sampled_from(["gb18030", "utf-8"]),
+)
+def test_parsed_columns_become_views_as_python_decodes_them(
+    picks: list[int], words: list[str], chunk: int, codec: str
+) -> None:
+    """A parsed column (empty fields as empty values) through `_string_view_column`: repeated values (few
+    distinct, so transcoded once each), empty values as nulls, chunks, whichever path applies."""
+    texts = [words[p] for p in picks]
+    encoded = [t.encode(codec) for t in texts]
+    kind = pa.string() if codec == "utf-8" else pa.binary()
+    chunks = [pa.array(encoded[i : i + chunk], kind) for i in range(0, len(encoded), chunk)]
+    result = _string_view_column(pa.chunked_array(chunks, kind), codec)
+    assert result.type == pa.string_view()
+    assert result.to_pylist() == [t or None for t in texts]

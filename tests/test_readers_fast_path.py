@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,14 @@ from polars.testing import assert_frame_equal
 
 from ingestion.contract import get_contract
 from ingestion.landing import BatchRejected, PartFile
-from ingestion.readers import _read_csv_exact, _read_csv_fast, _scan, _to_polars
+from ingestion.readers import (
+    _dictionary_only_strings,
+    _read_csv_exact,
+    _read_csv_fast,
+    _scan,
+    _to_polars,
+    _views_of_dictionaries,
+)
 
 CONTRACT = get_contract("gongan.household_registration")
 HEADER = ",".join(CONTRACT.column_names)
@@ -203,3 +211,28 @@ def test_arrow_strings_reach_polars_unchanged() -> None:
     assert isinstance(expected, pl.DataFrame)
     assert_frame_equal(frame, expected)
     assert frame["large"].to_list() == values
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_parquet_string_columns_read_as_dictionaries_read_like_plain_ones(tmp_path: Path, dictionary: bool) -> None:
+    """A Parquet file whose low-cardinality string columns are read as dictionaries (`_dictionary_only_strings`)
+    gives the frame Arrow's plain read gives: nulls, empty strings, long values, several row groups, and a
+    column that falls back to plain pages (many distinct values) among them."""
+    count = 5000
+    names = ["张伟", None, "", "欧阳明" * 5, "Zhang Wei"]
+    table = pa.table(
+        {
+            "name": pa.array([names[i % 5] for i in range(count)], pa.large_string()),
+            "unique": pa.array([f"{i:018d}" for i in range(count)], pa.large_string()),
+            "empty": pa.array([None] * count, pa.large_string()),
+            "number": pa.array(range(count)),
+        }
+    )
+    path = tmp_path / "part.parquet"
+    pq.write_table(table, path, row_group_size=1500, use_dictionary=dictionary, dictionary_pagesize_limit=4096)
+    chosen = _dictionary_only_strings(path)
+    assert ("name" in chosen) == dictionary and "unique" not in chosen
+    read = _to_polars(_views_of_dictionaries(pq.ParquetFile(path, read_dictionary=chosen).read()))
+    assert_frame_equal(read, _to_polars(pq.read_table(path)))
+    assert read["name"].to_list()[:5] == names
+    assert read["name"].dtype == pl.String
