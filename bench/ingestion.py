@@ -55,17 +55,49 @@ def resident_ids(n: int, rng: np.random.Generator) -> pl.Series:
     return bodies + pl.Series(list(checks))
 
 
+_SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈")
+_SURNAMES += ["欧阳", "司马", "诸葛", "上官"]
+_GIVEN = list("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国志文斌宇浩凯鹏飞鑫波辉俊峰琳晶燕")
+_GIVEN += list("子涵梓轩欣怡一诺雨桐思远家豪嘉怡佳琪晓东海燕春梅秋菊冬雪振华卫东建军小龙德明永康")
+_STREETS = ["桂城街道南海大道", "大沥镇广佛路", "里水镇和顺大道", "狮山镇罗村大道", "九江镇沙口路", "西樵镇樵金路"]
+_COMPANY_WORDS = list("华南佛山南海广东联合金源恒信宏达永盛盈科美的德润汇通新兴明珠")
+
+
+def _names(n: int, rng: np.random.Generator) -> pl.Series:
+    """Realistic repetition: about half of a million names are distinct, as in a real district."""
+    given = _pick(_GIVEN, n, rng) + pl.Series(np.where(rng.random(n) < 0.7, "", None)).fill_null(_pick(_GIVEN, n, rng))
+    return _pick(_SURNAMES, n, rng) + given
+
+
+def _addresses(households: np.ndarray, rng: np.random.Generator) -> pl.Series:
+    """One address per household (a third of the rows distinct), one in ten left empty."""
+    street = pl.Series(_STREETS).gather(households % len(_STREETS))
+    number = pl.Series(households // len(_STREETS) % 997 + 1).cast(pl.String)
+    room = pl.Series(households // 5982 % 40 * 100 + households % 7 + 101).cast(pl.String)
+    address = street + number + "号" + room + "室"
+    return address.scatter(np.flatnonzero(rng.random(len(households)) < 0.1), None)
+
+
+def _employers(n: int, rng: np.random.Generator) -> pl.Series:
+    """About 5,000 employers; a fifth of the rows have none (self-employed, unemployed)."""
+    first, second = (pl.Series(_COMPANY_WORDS).gather(rng.integers(0, len(_COMPANY_WORDS), n)) for _ in range(2))
+    branch = pl.Series(rng.integers(1, 12, n)).cast(pl.String)
+    names = "佛山市南海区" + first + second + branch + "号有限公司"
+    return names.scatter(np.flatnonzero(rng.random(n) < 0.2), None)
+
+
 def household_frame(n: int, rng: np.random.Generator) -> pl.DataFrame:
     ids = resident_ids(n, rng)
+    households = np.arange(n) // 3
     return pl.DataFrame(
         {
             "id_number": ids,
-            "name": _pick(["张伟", "王芳", "李娜", "刘洋", "陈静", "欧阳明"], n, rng),
+            "name": _names(n, rng),
             "gender": _pick(["1", "2"], n, rng),
             "birth_date": ids.str.slice(6, 8).str.strptime(pl.Date, "%Y%m%d"),
-            "household_id": pl.Series(np.arange(n) // 3).cast(pl.String).str.zfill(9),
+            "household_id": pl.Series(households).cast(pl.String).str.zfill(9),
             "relation_to_head": _pick(["head", "spouse", "child"], n, rng),
-            "address": _pick(["桂城街道南海大道1号", "大沥镇广佛路8号", None], n, rng),
+            "address": _addresses(households, rng),
             "division_code": pl.Series(440605001001 + rng.integers(0, 50, n)).cast(pl.String),
             "status": _pick(["normal", "normal", "normal", "moved_out"], n, rng),
         }
@@ -79,9 +111,9 @@ def insurance_frame(n: int, rng: np.random.Generator) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "id_number": resident_ids(n, rng),
-            "name": _pick(["张伟", "王芳", "李娜"], n, rng),
+            "name": _names(n, rng),
             "employer_uscc": pl.Series([None] * n, dtype=pl.String),
-            "employer_name": _pick(["佛山市南海区某公司", None], n, rng),
+            "employer_name": _employers(n, rng),
             "period": pl.Series(["2026-10"] * n),
             "insurance_type": pl.Series(["pension"] * n),
             "contribution_base_cny": pl.Series(rng.uniform(2000, 20000, n)).round(2),
