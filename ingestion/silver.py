@@ -52,7 +52,7 @@ def _applied(warehouse: Warehouse, table: str) -> tuple[int, int]:
 
 def _bronze_rows(warehouse: Warehouse, contract: Contract, batch_ids: list[str]) -> pl.DataFrame:
     dt = warehouse.table(bronze_table(contract))
-    table = dt.to_pyarrow_table(partitions=[("_batch_id", "in", batch_ids)])
+    table = dt.to_pyarrow_table(filters=[("_batch_id", "in", batch_ids)])
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
