@@ -228,8 +228,8 @@ def _record(lines: list[str]) -> None:
         text += (
             f"\n{header}\nBaseline: bare `write_deltalake` of the same typed Arrow table (the limit). "
             "Target: validated ingestion at >= 0.5 x the bare rows/s. 2 cores.\n\n"
-            "| date | contract | rows | bare rows/s | validated rows/s | ratio | target |\n"
-            "|---|---|---|---|---|---|---|\n"
+            "| date | contract | rows | bare rows/s | validated rows/s | ratio | target | load 1/5/15 min |\n"
+            "|---|---|---|---|---|---|---|---|\n"
         )
     start = text.index(header)
     end = text.find("\n## ", start + len(header))
