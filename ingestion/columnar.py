@@ -458,6 +458,14 @@ class _Digits:
     def literal(self, position: int, byte: int) -> None:
         self.ok &= self.columns[position] == byte
 
+    def iso_date(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Year, month and day of the `YYYY-MM-DD` that starts every value."""
+        year = self.number(0, 4)
+        self.literal(4, ord("-"))
+        month = self.number(5, 2)
+        self.literal(7, ord("-"))
+        return year, month, self.number(8, 2)
+
     def number(self, start: int, width: int) -> np.ndarray:
         """The digits at start..start+width as uint8 (width 2) or uint16 (width 4); non-digits clear `ok`."""
         dtype = np.uint8 if width <= 2 else np.uint16
@@ -472,11 +480,7 @@ class _Digits:
 def parse_iso_dates(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values `YYYY-MM-DD` of a (10, k) byte matrix that are real dates, and their days since 1970."""
     digits = _Digits(columns)
-    year = digits.number(0, 4)
-    digits.literal(4, ord("-"))
-    month = digits.number(5, 2)
-    digits.literal(7, ord("-"))
-    day = digits.number(8, 2)
+    year, month, day = digits.iso_date()
     real, days = civil_days(year, month, day)
     return digits.ok & real, days
 
@@ -485,11 +489,7 @@ def parse_iso_timestamps(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values `YYYY-MM-DDTHH:MM:SS+HH:MM` (or `-HH:MM`) of a (25, k) byte matrix with every field in its
     ordinary range (no leap second), and their UTC instants in microseconds since 1970."""
     digits = _Digits(columns)
-    year = digits.number(0, 4)
-    digits.literal(4, ord("-"))
-    month = digits.number(5, 2)
-    digits.literal(7, ord("-"))
-    day = digits.number(8, 2)
+    year, month, day = digits.iso_date()
     digits.literal(10, ord("T"))
     hour = digits.number(11, 2)
     digits.literal(13, ord(":"))

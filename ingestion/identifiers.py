@@ -117,11 +117,6 @@ def birth_date_ok_expr(values: pl.Expr) -> pl.Expr:
     return births.is_not_null() | values.is_null()
 
 
-def resident_id_birth_date_ok(values: pl.Series) -> pl.Series:
-    """`birth_date_ok_expr` over a series."""
-    return pl.select(birth_date_ok_expr(pl.lit(values))).to_series().rename(values.name)
-
-
 def _uscc_expected_columns(columns: np.ndarray) -> np.ndarray:
     """The GB 32100 check character (as a byte) of each value of a (>= 17, k) byte matrix over its alphabet."""
     total = np.zeros(columns.shape[1], dtype=np.int32)
@@ -137,9 +132,8 @@ def credit_code_check_ok(values: pl.Series) -> pl.Series:
     if count == 0:
         return pl.Series(values.name, [None] * values.len(), dtype=pl.Boolean)
     chars = _char_matrix(values if count == values.len() else values.filter(shaped), 18)
-    numbers = _USCC_VALUE[chars[:, :17]]
-    remainders = (31 - (numbers @ _USCC_WEIGHTS) % 31) % 31
-    return _scatter_shaped(values, shaped, chars[:, 17] == _USCC_CHECK[remainders])
+    expected = _uscc_expected_columns(np.ascontiguousarray(chars[:, :17].T))
+    return _scatter_shaped(values, shaped, chars[:, 17] == expected)
 
 
 def _normalise(values: pl.Series, canonical: str) -> tuple[pl.Series, bool]:

@@ -117,8 +117,13 @@ def write_ledger(warehouse: Warehouse, entry: LedgerEntry) -> None:
 def write_quarantine(warehouse: Warehouse, contract_id: str, batch_id: str, rows: pl.DataFrame) -> None:
     if rows.height == 0:
         return
-    table = rows.select(QUARANTINE_SCHEMA.names).to_arrow().cast(QUARANTINE_SCHEMA)
-    append_once(warehouse, QUARANTINE_ROWS, table, batch_transaction(QUARANTINE_ROWS, contract_id, batch_id))
+    append_once(
+        warehouse,
+        QUARANTINE_ROWS,
+        rows.select(QUARANTINE_SCHEMA.names),
+        batch_transaction(QUARANTINE_ROWS, contract_id, batch_id),
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:

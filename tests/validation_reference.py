@@ -1,12 +1,12 @@
 """The validation as it was before the byte-level fast paths: one polars expression per rule.
 
-Kept verbatim (only renamed) as the specification that `ingestion.validation.validate` must equal,
-value for value, on any input: `tests/test_validation_fast.py` compares the two.
+Its rules are kept verbatim (only renamed) as the specification that `ingestion.validation.validate`
+must equal, value for value, on any input: `tests/test_validation_fast.py` compares the two. The
+messages (`_detail`) and the literal tables are imported from `ingestion.validation`: they are not
+what the fast paths changed, and a wrong message is caught by the ingestion tests, not by this one.
 """
 
 from __future__ import annotations
-
-import json
 
 import polars as pl
 
@@ -19,17 +19,15 @@ from ingestion.identifiers import (
     resident_id_check_ok,
 )
 from ingestion.readers import ROW_NUMBER, SOURCE_FILE, ReadResult
-from ingestion.validation import Validated, Violations
-
-_TYPE_HINTS = {
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "date": "a date YYYY-MM-DD",
-    "timestamp": "an ISO 8601 timestamp with an offset, e.g. 2026-11-01T02:00:00+08:00",
-}
-_BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "t": True, "f": False}
-_SPACES = " \t\r\n\u3000"
+from ingestion.validation import (
+    _BOOLEANS,
+    _POLARS_TYPES,
+    _SPACES,
+    Validated,
+    Violations,
+    _detail,
+    _no_violations,
+)
 
 
 def _typed(column: Column, values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -52,16 +50,6 @@ def _typed(column: Column, values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         case "timestamp":
             return text.str.to_datetime("%+", time_zone="UTC", time_unit="us", strict=False)
     raise AssertionError(f"unhandled type {column.logical_type}")
-
-
-_POLARS_TYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "integer": pl.Int64(),
-    "number": pl.Float64(),
-    "boolean": pl.Boolean(),
-    "date": pl.Date(),
-    "timestamp": pl.Datetime("us", "UTC"),
-}
 
 
 def _cast_typed(column: Column, values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -139,27 +127,6 @@ def _column_checks(column: Column, typed_dtype: pl.DataType) -> dict[str, pl.Exp
     return {rule: mask.fill_null(False) for rule, mask in checks.items()}
 
 
-def _detail(column: Column, rule: str, raw: object, value: object) -> str:
-    shown = json.dumps(raw, ensure_ascii=False, default=str)
-    name = column.name
-    if rule == "required":
-        return f"{name} is required but empty; fill it in"
-    if rule == "type":
-        return f"{name} = {shown} is not {_TYPE_HINTS[column.logical_type]}"
-    if rule == "pattern":
-        return f"{name} = {shown} does not match the pattern {column.pattern} ({column.description})"
-    if rule == "check_character":
-        what = "ID number (ISO 7064 MOD 11-2)" if column.identifier_kind == "resident_id" else "credit code (GB 32100)"
-        return f"{name} = {shown}: the check character of this {what} is wrong; correct the number at the source"
-    if rule == "allowed_values":
-        return f"{name} = {shown} is not one of {list(column.allowed_values or ())}"
-    if rule == "range":
-        bounds = f"[{column.minimum if column.minimum is not None else '-∞'}, "
-        bounds += f"{column.maximum if column.maximum is not None else '∞'}]"
-        return f"{name} = {shown} is outside the allowed range {bounds}"
-    raise AssertionError(rule)
-
-
 def reference_validate(read: ReadResult, contract: Contract) -> Validated:
     """Type every column, check every rule of the contract, and split good rows from bad.
 
@@ -234,12 +201,6 @@ def _check_ok(column: Column, typed: pl.Series) -> pl.Series:
         return pl.Series(_check_ok_name(column), [None] * typed.len(), dtype=pl.Boolean)
     ok = resident_id_check_ok(typed) if column.identifier_kind == "resident_id" else credit_code_check_ok(typed)
     return ok.alias(_check_ok_name(column))
-
-
-def _no_violations() -> Violations:
-    return Violations(
-        pl.DataFrame(schema={"_idx": pl.UInt32, "column": pl.String, "rule": pl.String, "detail": pl.String})
-    )
 
 
 def _violations(
