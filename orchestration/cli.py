@@ -141,6 +141,20 @@ def _print_products(warehouse) -> None:
             f"dispatch table: {tickets.height:,} tickets ({by_source}); {open_count:,} open. "
             "Read it incrementally: yiwang tickets changes --since-version N"
         )
+    if warehouse.exists("ops/triage") and warehouse.exists("gold/urban/events"):
+        events = pl.from_arrow(
+            warehouse.table("gold/urban/events").to_pyarrow_table(
+                columns=["source", "classified_by", "classifier_version"]
+            )
+        )
+        appeals = events.filter(pl.col("source") == "hotline")
+        triaged = warehouse.table("ops/triage").to_pyarrow_table(columns=["event_id"]).num_rows
+        version = next(iter(events.get_column("classifier_version").drop_nulls().unique().to_list()), "none")
+        console.print(
+            f"appeal classifier {version}: {appeals.filter(pl.col('classified_by') == 'model').height:,} of "
+            f"{appeals.height:,} hotline appeals classified; {triaged:,} appeals sent to triage "
+            "(ops/triage; see them with: yiwang triage)"
+        )
 
 
 def _print_summary(settings, started: datetime, seconds: float) -> None:
@@ -288,6 +302,292 @@ def tickets_changes(
         for row in changes.to_pylist():
             sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     Console(stderr=True).print(f"{changes.num_rows} ticket(s); next --since-version: {version}")
+
+
+classifier_app = typer.Typer(
+    help="The appeal classifier: train, evaluate, predict, list and promote versions.", no_args_is_help=True
+)
+app.add_typer(classifier_app, name="classifier")
+
+
+def _models_dir(models: Path | None) -> Path:
+    from orchestration.settings import Settings
+
+    return models or Settings.from_env().models_dir
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _figures_line(figures: dict) -> str:
+    return (
+        f"{figures['appeals']} appeals: exact item {figures['exact_item_accuracy']:.1%}, "
+        f"major class {figures['major_class_accuracy']:.1%} on the decided ones; "
+        f"{figures['triage_share']:.1%} sent to triage"
+    )
+
+
+@classifier_app.command("train")
+def classifier_train(
+    labels: Path | None = typer.Option(None, "--labels", help="CSV of a district's own labels: text,event_code."),
+    test_labels: Path | None = typer.Option(
+        None, "--test-labels", help="CSV of held-out district labels, measured but never trained on."
+    ),
+    promote: bool = typer.Option(True, "--promote/--no-promote", help="Promote when the floors are reached."),
+    models: Path | None = typer.Option(None, "--models", help="Model store folder (default: YIWANG_MODELS)."),
+) -> None:
+    """Train a version on the corpus's training split (plus --labels), measure it on the held-out split."""
+    from thematic_libs.config import ConfigError
+    from thematic_libs.urban.classifier import ClassifierConfig
+    from thematic_libs.urban.corpus import LabelError
+    from thematic_libs.urban.model_store import ModelStore
+
+    store = ModelStore(_models_dir(models))
+    try:
+        with console.status("training the appeal classifier…"):
+            outcome = store.train(ClassifierConfig.load(), labels=labels, test_labels=test_labels, promote=promote)
+    except (LabelError, ConfigError) as error:
+        raise _fail(str(error)) from None
+    held_out = outcome.card["held_out"]
+    console.print(
+        f"{'trained' if outcome.created else 'unchanged (same data fingerprint)'}: {outcome.version} "
+        f"on {outcome.card['training']['rows']:,} labelled appeals"
+    )
+    console.print(f"held out: {_figures_line(held_out['overall'])}")
+    console.print(f"keyword baseline: {_figures_line(held_out['keyword_baseline'])}")
+    if outcome.not_promoted_because:
+        console.print(f"[yellow]not promoted:[/] {'; '.join(outcome.not_promoted_because)}")
+    elif outcome.promoted:
+        console.print(f"[green]promoted:[/] the platform now classifies with {outcome.version}")
+    else:
+        console.print(f"not promoted (--no-promote); promote with: yiwang classifier promote {outcome.version}")
+
+
+@classifier_app.command("list")
+def classifier_list(models: Path | None = typer.Option(None, "--models")) -> None:
+    """Every trained version with its data fingerprint and held-out figures; * marks the promoted one."""
+    from thematic_libs.urban.model_store import ModelStore
+
+    store = ModelStore(_models_dir(models))
+    promoted = store.promoted()
+    table = Table("")
+    table.add_column("version", no_wrap=True)
+    for column in ("created (CST)", "training rows", "exact item", "major class", "triage"):
+        table.add_column(column)
+    for card in store.versions():
+        overall = card["held_out"]["overall"]
+        table.add_row(
+            "*" if card["version"] == promoted else "",
+            card["version"],
+            card["created_at"].replace("T", " ")[:16],
+            f"{card['training']['rows']:,}",
+            f"{overall['exact_item_accuracy']:.1%}",
+            f"{overall['major_class_accuracy']:.1%}",
+            f"{overall['triage_share']:.1%}",
+        )
+    console.print(table)
+    if promoted is None:
+        console.print("no version promoted yet: `yiwang classifier train` (or the first run) trains one")
+
+
+@classifier_app.command("promote")
+def classifier_promote(
+    version: str = typer.Argument(..., help="A version from `yiwang classifier list`."),
+    reason: str = typer.Option("promoted by hand", "--reason", help="Why (kept in promotions.jsonl)."),
+    models: Path | None = typer.Option(None, "--models"),
+) -> None:
+    """Make VERSION the one the platform classifies with (the next run uses it)."""
+    from thematic_libs.urban.model_store import ModelStore, ModelStoreError
+
+    try:
+        ModelStore(_models_dir(models)).promote(version, reason)
+    except ModelStoreError as error:
+        raise _fail(str(error)) from None
+    console.print(f"promoted {version}")
+
+
+def _loaded(models: Path | None, version: str | None):
+    from thematic_libs.urban.classifier import ClassifierConfig
+    from thematic_libs.urban.model_store import ModelStore, ModelStoreError
+
+    store = ModelStore(_models_dir(models))
+    config = ClassifierConfig.load()
+    try:
+        if version is None:
+            with console.status("loading the promoted appeal classifier…"):
+                return (*store.promoted_classifier(config), config)
+        return version, store.load(version), config
+    except ModelStoreError as error:
+        raise _fail(str(error)) from None
+
+
+@classifier_app.command("predict")
+def classifier_predict(
+    input_path: Path = typer.Option(..., "--in", help="CSV (UTF-8) with a `text` column."),
+    output_path: Path = typer.Option(..., "--out", help="CSV to write: text, event_code, confidence."),
+    domain: str = typer.Option("urban", "--domain", help="urban (hotline, 01-06) or enterprise (07)."),
+    version: str | None = typer.Option(None, "--version", help="A version (default: the promoted one)."),
+    models: Path | None = typer.Option(None, "--models"),
+) -> None:
+    """Classify every row of a file; an empty event_code means the appeal goes to human triage."""
+    from thematic_libs.urban.evaluation import DOMAINS
+
+    if domain not in DOMAINS:
+        raise _fail(f"--domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
+    if not input_path.is_file():
+        raise _fail(f"input file {input_path} does not exist; give a CSV with a text column")
+    try:
+        frame = pl.read_csv(input_path, infer_schema=False, encoding="utf8")
+    except (pl.exceptions.ComputeError, UnicodeDecodeError) as error:
+        reason = str(error).splitlines()[0]
+        raise _fail(f"{input_path} is not a readable UTF-8 CSV ({reason}); save it as UTF-8 CSV") from None
+    if "text" not in frame.columns:
+        raise _fail(f"{input_path} has no `text` column (columns: {', '.join(frame.columns)}); name the column text")
+    used, model, config = _loaded(models, version)
+    with console.status(f"classifying {frame.height:,} texts with {used}…"):
+        result = pl.from_arrow(
+            model.classify(frame.get_column("text"), DOMAINS[domain], config.min_confidence, config.candidates)
+        )
+    out = pl.DataFrame(
+        {
+            "text": frame.get_column("text"),
+            "event_code": result.get_column("event_code").fill_null(""),
+            "confidence": result.get_column("confidence").round(4),
+        }
+    )
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    out.write_csv(output_path)
+    triaged = out.filter(pl.col("event_code") == "").height
+    console.print(
+        f"{out.height:,} texts classified with {used} into {output_path}; "
+        f"{triaged:,} sent to triage (confidence below {config.min_confidence})"
+    )
+
+
+@classifier_app.command("evaluate")
+def classifier_evaluate(
+    version: str | None = typer.Option(None, "--version", help="A version (default: the promoted one)."),
+    test_labels: Path | None = typer.Option(None, "--test-labels", help="Also measure on a district's labels."),
+    models: Path | None = typer.Option(None, "--models"),
+) -> None:
+    """Per-class precision and recall, the confusions and the triage share on the held-out set."""
+    from thematic_libs.reference import load_event_catalogue
+    from thematic_libs.urban import evaluation
+    from thematic_libs.urban.corpus import LabelError, corpus_split, read_labels
+
+    used, model, config = _loaded(models, version)
+    test = corpus_split("test").select("text", "event_code", "style")
+    if test_labels is not None:
+        try:
+            district = read_labels(test_labels).select("text", "event_code").with_columns(style=pl.lit("district"))
+        except LabelError as error:
+            raise _fail(str(error)) from None
+        test = pl.concat([test, district])
+    predicted = evaluation.predictions(model, test, config.min_confidence)
+    names = dict(zip(*load_event_catalogue().select(["event_code", "item_name"]).to_pydict().values(), strict=True))
+    table = Table("event", "item", "appeals", "decided", "precision", "recall", title=f"held-out figures of {used}")
+    for row in evaluation.per_class(predicted).iter_rows(named=True):
+        table.add_row(
+            row["event_code"],
+            names.get(row["event_code"], ""),
+            str(row["support"]),
+            str(row["decided"]),
+            f"{row['precision']:.2f}",
+            f"{row['recall']:.2f}",
+        )
+    console.print(table)
+    confusions = Table("true", "predicted", "appeals", title="Most frequent confusions (decided, wrong)")
+    for row in evaluation.confusions(predicted).iter_rows():
+        confusions.add_row(f"{row[0]} {names.get(row[0], '')}", f"{row[1]} {names.get(row[1], '')}", str(row[2]))
+    console.print(confusions)
+    styles = Table("style", "appeals", "triage", "exact item", title="By writing style")
+    for row in evaluation.by_style(predicted).iter_rows(named=True):
+        styles.add_row(
+            row["style"], str(row["appeals"]), f"{row['triage_share']:.1%}", f"{row['exact_item_accuracy']:.1%}"
+        )
+    console.print(styles)
+    for name, majors in evaluation.DOMAINS.items():
+        rows = predicted.filter(pl.col("event_code").str.slice(0, 2).is_in(list(majors)))
+        if rows.height:
+            console.print(f"{name}: {_figures_line(evaluation.figures(rows).as_dict())}")
+    console.print(f"[bold]overall: {_figures_line(evaluation.figures(predicted).as_dict())}[/]")
+    baseline = evaluation.figures(evaluation.keyword_predictions(test)).as_dict()
+    console.print(f"keyword baseline: {_figures_line(baseline)}")
+
+
+@classifier_app.command("tune")
+def classifier_tune(
+    labels: Path | None = typer.Option(None, "--labels", help="A district's labels, added to the training split."),
+    folds: int = typer.Option(5, "--folds", min=2, max=20),
+) -> None:
+    """Cross-validate regularisation and abstention thresholds on the training split (never the test split)."""
+    from thematic_libs.urban.classifier import ClassifierConfig
+    from thematic_libs.urban.corpus import LabelError, corpus_split, read_labels
+    from thematic_libs.urban.tuning import tune
+
+    training = corpus_split("train").select("text", "event_code")
+    if labels is not None:
+        try:
+            training = pl.concat([training, read_labels(labels).select("text", "event_code")])
+        except LabelError as error:
+            raise _fail(str(error)) from None
+    with console.status(f"{folds}-fold cross-validation on {training.height:,} appeals…"):
+        table = tune(training, ClassifierConfig.load(), [30.0, 100.0, 300.0], [0.1, 0.15, 0.2, 0.25, 0.3], folds)
+    out = Table("C", "min_confidence", "triage", "exact item", "major class", title="Out-of-fold figures")
+    for row in table.iter_rows(named=True):
+        out.add_row(
+            f"{row['regularisation_c']:g}",
+            f"{row['min_confidence']:.2f}",
+            f"{row['triage_share']:.1%}",
+            f"{row['exact_item_accuracy']:.1%}",
+            f"{row['major_class_accuracy']:.1%}",
+        )
+    console.print(out)
+
+
+@app.command("triage")
+def triage(
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+    limit: int = typer.Option(50, "--limit", min=1, help="Rows to show."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write every appeal in triage to a labels CSV (text, event_code to fill in, candidates)."
+    ),
+) -> None:
+    """Appeals the classifier sent to human triage, with their top candidates."""
+    from ingestion.warehouse import Warehouse
+    from orchestration.settings import Settings
+    from thematic_libs.dispatch.keys import CST
+    from thematic_libs.urban.events import TRIAGE
+
+    store = Warehouse.at(warehouse or Settings.from_env().warehouse)
+    if not store.exists(TRIAGE):
+        raise _fail(f"no {TRIAGE} table in {store.root}: run `yiwang run` first (or pass --warehouse)")
+    frame = pl.from_arrow(store.table(TRIAGE).to_pyarrow_table())
+    candidates = pl.col("candidates").list.eval(
+        pl.element().struct.field("event_code")
+        + " "
+        + pl.element().struct.field("event_name")
+        + " ("
+        + pl.element().struct.field("confidence").round(2).cast(pl.String)
+        + ")"
+    )
+    frame = frame.with_columns(candidates.list.join(" | ").alias("candidate_text"))
+    if out is not None:
+        frame.select(
+            "event_id", pl.col("description").alias("text"), pl.lit("").alias("event_code"), "candidate_text"
+        ).write_csv(out)
+        console.print(
+            f"{frame.height:,} appeals written to {out}: fill in event_code, then "
+            f"`yiwang classifier train --labels {out}`"
+        )
+        return
+    table = Table("event", "received (CST)", "appeal", "candidates", title=f"{frame.height:,} appeals in triage")
+    for row in frame.head(limit).iter_rows(named=True):
+        received = row["occurred_at"].astimezone(CST).strftime("%Y-%m-%d %H:%M") if row["occurred_at"] else ""
+        table.add_row(row["event_id"], received, (row["description"] or "")[:60], row["candidate_text"])
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,6 +1,7 @@
 """Urban events and the dispatch table: the Python half of the urban-management library.
 
-`gold/urban/events` classifies and locates every hotline appeal, grid report and enterprise appeal;
+`gold/urban/events` classifies and locates every hotline appeal, grid report and enterprise appeal
+(the appeals the classifier is not sure of go to `ops/triage` with their candidates);
 `gold/dispatch/tickets` replaces each feed's rows in `gold/dispatch/ticket_sources`, re-derives the
 tickets from all sources and the dispatch system's outcomes, and writes only what changed (the
 table's change data feed is what the dispatch system reads). Business checks guard the table.
@@ -35,12 +36,15 @@ from thematic_libs.dispatch.store import (
     replace_source_rows,
     write_tickets,
 )
+from thematic_libs.urban.classifier import ClassifierConfig
 from thematic_libs.urban.events import (
     ENTERPRISE_APPEALS,
     ENTERPRISES,
     GRID_REGISTRY,
     GRID_REPORTS,
     HOTLINE,
+    TRIAGE,
+    ClassifierInUse,
     build_urban_events,
     read_grids,
     read_silver,
@@ -73,14 +77,13 @@ def _counts(table: pa.Table, column: str) -> dict[str, int]:
 )
 def urban_events(platform: PlatformResource) -> MaterializeResult:
     warehouse = platform.get_warehouse()
-    events, rejections = build_urban_events(warehouse, DispatchConfig.load())
-    write_deltalake(
-        warehouse.uri(URBAN_EVENTS),
-        events,
-        mode="overwrite",
-        schema_mode="overwrite",
-        storage_options=warehouse.options(),
-    )
+    version, model = platform.appeal_classifier()
+    classifier = ClassifierInUse(version, model, ClassifierConfig.load())
+    events, rejections, triage = build_urban_events(warehouse, DispatchConfig.load(), classifier)
+    for table, rows in ((URBAN_EVENTS, events), (TRIAGE, triage)):
+        write_deltalake(
+            warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
+        )
     located = pa.compute.sum(pa.compute.is_valid(events["grid_code"]).cast(pa.int64())).as_py() or 0
     hotline = events.filter(pa.compute.equal(events["source"], "hotline"))
     classified = pa.compute.sum(pa.compute.is_valid(hotline["event_code"]).cast(pa.int64())).as_py() or 0
@@ -89,7 +92,10 @@ def urban_events(platform: PlatformResource) -> MaterializeResult:
             "events": events.num_rows,
             "by_source": MetadataValue.json(_counts(events, "source")),
             "located_in_a_grid": located,
+            "classifier_version": version,
             "hotline_classified_share": round(classified / hotline.num_rows, 4) if hotline.num_rows else None,
+            "sent_to_triage": triage.num_rows,
+            "classified_by": MetadataValue.json(_counts(events, "classified_by")),
             "not_ticketed": MetadataValue.json(_counts(rejections, "rule")),
         }
     )

@@ -10,6 +10,8 @@ from dagster import ConfigurableResource
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
 from orchestration.settings import Settings
+from thematic_libs.urban.classifier import AppealClassifier, ClassifierConfig
+from thematic_libs.urban.model_store import ModelStore
 
 
 class PlatformResource(ConfigurableResource):
@@ -17,6 +19,7 @@ class PlatformResource(ConfigurableResource):
     warehouse: str
     reports_dir: str
     key_file: str
+    models_dir: str = ".yiwang/models"
     reject_share: float = 0.05
     as_of: str | None = None
 
@@ -27,6 +30,7 @@ class PlatformResource(ConfigurableResource):
             warehouse=settings.warehouse,
             reports_dir=str(settings.reports_dir),
             key_file=str(settings.key_file),
+            models_dir=str(settings.models_dir),
             reject_share=settings.reject_share,
             as_of=settings.as_of.isoformat() if settings.as_of else None,
         )
@@ -39,6 +43,10 @@ class PlatformResource(ConfigurableResource):
 
     def as_of_date(self) -> date | None:
         return date.fromisoformat(self.as_of) if self.as_of else None
+
+    def appeal_classifier(self) -> tuple[str, AppealClassifier]:
+        """The promoted appeal-classifier version and its model (trained from the corpus on first use)."""
+        return ModelStore(Path(self.models_dir)).promoted_classifier(ClassifierConfig.load())
 
     def pseudonymiser(self) -> Pseudonymiser:
         return Pseudonymiser.from_environment(default_key_file=Path(self.key_file))

@@ -22,6 +22,7 @@ class Settings:
     duckdb_path: Path
     reports_dir: Path
     key_file: Path
+    models_dir: Path
     reject_share: float = DEFAULT_REJECT_SHARE
     as_of: date | None = None
 
@@ -36,6 +37,7 @@ class Settings:
             duckdb_path=Path(os.environ.get("YIWANG_DUCKDB", home / "yiwang.duckdb")),
             reports_dir=Path(os.environ.get("YIWANG_REPORTS", home / "reports")),
             key_file=Path(os.environ.get("YIWANG_PSEUDONYM_KEY_FILE", home / "secrets" / "pseudonym.key")),
+            models_dir=Path(os.environ.get("YIWANG_MODELS", home / "models")),
             reject_share=float(os.environ.get("YIWANG_REJECT_SHARE", DEFAULT_REJECT_SHARE)),
             as_of=date.fromisoformat(as_of) if as_of else None,
         )
@@ -51,6 +53,7 @@ class Settings:
         os.environ["YIWANG_DUCKDB"] = str(self.duckdb_path)
         os.environ["YIWANG_REPORTS"] = str(self.reports_dir)
         os.environ["YIWANG_PSEUDONYM_KEY_FILE"] = str(self.key_file)
+        os.environ["YIWANG_MODELS"] = str(self.models_dir)
         os.environ["YIWANG_REJECT_SHARE"] = str(self.reject_share)
         if self.as_of:
             os.environ["YIWANG_AS_OF"] = self.as_of.isoformat()

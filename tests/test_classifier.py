@@ -11,7 +11,7 @@ import pytest
 
 from ingestion.demo import generate_landing_zone
 from thematic_libs.reference import URBAN_MAJOR_CODES
-from thematic_libs.urban.classifier import RESULT_SCHEMA, classify, keyword_table
+from thematic_libs.urban.keywords import RESULT_SCHEMA, classify, keyword_table
 
 # Measured on the scale-0.05 zone (seed 7): item and major accuracy 1.000 over the appeals with a
 # text (the demo words appeals with the catalogue's own keywords). Floors a little below.

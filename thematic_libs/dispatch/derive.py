@@ -193,8 +193,8 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
                  else 'outside_jurisdiction' end as rule,
             case when not known_source then 'source ' || coalesce(source, 'NULL')
                     || ' is not a ticket source; use one of the dispatch sources'
-                 when event_code is null then 'no event code: the text matched no keyword of the event catalogue;'
-                    || ' classify it by hand or add keywords to the catalogue'
+                 when event_code is null then 'no event code: the classifier was not confident enough; the appeal'
+                    || ' waits in ops/triage for a dispatcher (yiwang triage), whose labels retrain the classifier'
                  when not known_event then 'event code ' || event_code
                     || ' is not in the event catalogue; fix the record or add the code to the catalogue'
                  when district_code is null

@@ -1,98 +1,214 @@
-"""Keyword classifier of citizen appeal texts (12345 hotline, grid reports) into event-catalogue items.
+"""The appeal classifier: event codes for hotline appeals and enterprise appeals as people write them.
 
-Rules (from the catalogue's `keywords` column, `|`-separated):
-- every keyword of an item found in the text (overlapping matches count, each distinct keyword
-  once, ASCII case-insensitive) adds its length in characters to the item's score, so a specific
-  phrase (井盖缺失, 4) outweighs a generic one (井盖, 2);
-- the item with the highest score wins; ties go to the item whose longest matched keyword is longer,
-  then to the lower event code (catalogue order);
-- no keyword of any item in the text: event_code, score and matched_keyword are null ("unclassified").
+A multinomial logistic regression over two kinds of features of the normalised text
+(`text_features.normalise`: traditional to simplified, full-width to half-width, digits to 0):
 
-Vectorised with polars' Aho-Corasick `str.extract_many`: one pass over the texts, then a
-group-by over the (text, keyword) matches, so a million texts take seconds.
+- character 1..3-grams (tf-idf, sublinear), which survive typos, dialect words and the absence of
+  word boundaries in Chinese better than a segmenter trained on newspaper text;
+- one feature per event code: the catalogue's keyword score of the text (`keywords.keyword_scores`),
+  so an item's official words still count where the labelled appeals did not use them.
+
+It is trained on the labelled corpus of everyday appeals (`thematic_libs/urban/corpus/`), plus any
+labels a district appends, and gives every appeal the best event code with its probability, the
+runner-up and the top candidates. Below `min_confidence` it abstains: the appeal goes to human
+triage with its candidates instead of becoming a ticket. A caller restricts the candidates to the
+majors that fit its source (hotline: 01-06; enterprise appeals: 07); probabilities are renormalised
+over those.
+
+Versions live in the model store (`model_store.py`); the platform uses the promoted one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import scipy.sparse as sp
+import sklearn
+from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.linear_model import LogisticRegression
 
-from thematic_libs.reference import load_event_catalogue
+from thematic_libs.config import load_section
+from thematic_libs.reference import URBAN_MAJOR_CODES
+from thematic_libs.urban.keywords import keyword_scores, keyword_table
+from thematic_libs.urban.text_features import NgramCounter, normalise
+
+ENTERPRISE_MAJOR_CODES = ("07",)
+# Bumped whenever the features change meaning, so that a fingerprint never matches an older model.
+FEATURES_VERSION = 1
+KEYWORD_SCALE = 4.0  # a 4-character keyword scores 1.0 before `keyword_weight`
+CHUNK = 50_000  # texts per chunk: bounded memory, and two chunks at a time on two cores
 
 RESULT_SCHEMA = pa.schema(
     [
-        pa.field("event_code", pa.string()),
-        pa.field("score", pa.int64()),
-        pa.field("matched_keyword", pa.string()),
+        pa.field("event_code", pa.string()),  # null: sent to triage
+        pa.field("confidence", pa.float64()),  # probability of the best candidate
+        pa.field("candidate_code", pa.string()),  # best candidate, also when abstaining
+        pa.field("runner_up_code", pa.string()),
+        pa.field("runner_up_confidence", pa.float64()),
+        pa.field(
+            "candidates",
+            pa.list_(pa.struct([pa.field("event_code", pa.string()), pa.field("confidence", pa.float64())])),
+        ),
     ]
 )
 
 
-def keyword_table(major_codes: Iterable[str] | None = None) -> pl.DataFrame:
-    """One row per (keyword, event_code) of the catalogue, with its weight (length in characters).
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """`classifier:` section of `thematic_libs/urban/defaults.yaml`, with the district's overrides."""
 
-    `major_codes` restricts the items (e.g. `thematic_libs.reference.URBAN_MAJOR_CODES`); None = all.
-    """
-    catalogue = pl.from_arrow(load_event_catalogue().select(["event_code", "major_code", "keywords"]))
-    if major_codes is not None:
-        catalogue = catalogue.filter(pl.col("major_code").is_in(list(major_codes)))
-    return (
-        catalogue.select("event_code", pl.col("keywords").str.split("|").alias("keyword"))
-        .explode("keyword")
-        .with_columns(pl.col("keyword").str.strip_chars())
-        .filter(pl.col("keyword") != "")
-        .unique(["keyword", "event_code"])
-        .with_columns(pl.col("keyword").str.len_chars().cast(pl.Int64).alias("weight"))
-        .sort("event_code", "keyword")
+    min_confidence: float
+    candidates: int
+    max_ngram: int
+    min_df: int
+    keyword_weight: float
+    regularisation_c: float
+    promote_floors: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> ClassifierConfig:
+        return cls(**load_section("thematic_libs.urban", "classifier"))
+
+    def training_parameters(self) -> dict[str, Any]:
+        """What changes the trained model (the fingerprint covers these, not the abstention threshold)."""
+        return {
+            "max_ngram": self.max_ngram,
+            "min_df": self.min_df,
+            "keyword_weight": self.keyword_weight,
+            "regularisation_c": self.regularisation_c,
+        }
+
+
+def data_fingerprint(texts: Sequence[str], codes: Sequence[str], config: ClassifierConfig) -> str:
+    """SHA-256 over the training rows (order-free), the training parameters and the library versions."""
+    digest = hashlib.sha256()
+    header = {
+        "features": FEATURES_VERSION,
+        "sklearn": sklearn.__version__,
+        "parameters": config.training_parameters(),
+    }
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for code, text in sorted(zip(codes, texts, strict=True)):
+        digest.update(f"{code}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class AppealClassifier:
+    """A trained model: n-gram vocabulary, idf weights, keyword table, classes and coefficients."""
+
+    counter: NgramCounter
+    idf: TfidfTransformer
+    keywords: pl.DataFrame
+    model: LogisticRegression
+    parameters: dict[str, Any]
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self.model.classes_
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], codes: Sequence[str], config: ClassifierConfig) -> AppealClassifier:
+        normalised = normalise(texts).to_list()
+        counter = NgramCounter.fit(normalised, config.max_ngram, config.min_df)
+        keywords = keyword_table().with_columns(normalise(keyword_table().get_column("keyword")).alias("keyword"))
+        idf = TfidfTransformer(sublinear_tf=True).fit(counter.counts(normalised))
+        model = LogisticRegression(C=config.regularisation_c, max_iter=2000)
+        classifier = cls(counter, idf, keywords, model, config.training_parameters())
+        model.fit(classifier._features(normalised), np.asarray(codes))
+        return classifier
+
+    def _features(self, normalised: list[str]) -> sp.csr_matrix:
+        ngrams = self.idf.transform(self.counter.counts(normalised))
+        scores = keyword_scores(pl.Series("text", normalised), self.keywords)
+        code_index = {code: i for i, code in enumerate(sorted(self.keywords.get_column("event_code").unique()))}
+        columns = scores.get_column("event_code").replace_strict(code_index, return_dtype=pl.Int64).to_numpy()
+        weight = self.parameters["keyword_weight"] / KEYWORD_SCALE
+        keyword_matrix = sp.csr_matrix(
+            (scores.get_column("score").to_numpy() * weight, (scores.get_column("row").to_numpy(), columns)),
+            shape=(len(normalised), len(code_index)),
+        )
+        return sp.hstack([ngrams, keyword_matrix], format="csr")
+
+    def probabilities(self, texts: Sequence[str | None] | pl.Series) -> np.ndarray:
+        """texts x classes probabilities; an empty or null text gets all zeros (nothing to go on)."""
+        series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+        chunks = [series.slice(start, CHUNK) for start in range(0, series.len(), CHUNK)] or [series]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            parts = list(pool.map(self._chunk_probabilities, chunks))
+        return np.vstack(parts) if parts else np.zeros((0, len(self.classes)))
+
+    def _chunk_probabilities(self, texts: pl.Series) -> np.ndarray:
+        normalised = normalise(texts)
+        probabilities = self.model.predict_proba(self._features(normalised.to_list()))
+        probabilities[(normalised.str.len_chars() == 0).to_numpy()] = 0.0
+        return probabilities
+
+    def classify(
+        self,
+        texts: Sequence[str | None] | pl.Series | pa.Array | pa.ChunkedArray,
+        major_codes: Iterable[str] = URBAN_MAJOR_CODES,
+        min_confidence: float = 0.0,
+        candidates: int = 3,
+    ) -> pa.Table:
+        """RESULT_SCHEMA rows aligned with `texts`; candidates only from `major_codes`.
+
+        `event_code` is null (triage) when the best candidate's probability is below `min_confidence`
+        or the text is empty.
+        """
+        series = texts if isinstance(texts, pl.Series) else pl.Series("text", texts, dtype=pl.String)
+        majors = set(major_codes)
+        allowed = np.array([str(code)[:2] in majors for code in self.classes])
+        if not allowed.any():
+            raise ValueError(f"no event code of majors {sorted(major_codes)} in this model; retrain with such labels")
+        probabilities = self.probabilities(series)[:, allowed]
+        classes = self.classes[allowed]
+        totals = probabilities.sum(axis=1, keepdims=True)
+        probabilities = np.divide(probabilities, totals, out=np.zeros_like(probabilities), where=totals > 0)
+        return _result_table(probabilities, classes, min_confidence, candidates)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "classes": [str(c) for c in self.classes],
+            "ngram_features": len(self.counter.vocabulary),
+            "keyword_features": int(self.keywords.get_column("event_code").n_unique()),
+            **self.parameters,
+        }
+
+
+def _result_table(probabilities: np.ndarray, classes: np.ndarray, min_confidence: float, keep: int) -> pa.Table:
+    n, width = probabilities.shape
+    keep = max(1, min(keep, width))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :keep]
+    top = np.take_along_axis(probabilities, order, axis=1)
+    codes = classes[order].astype(object)
+    empty = top[:, 0] <= 0.0
+    best = np.where(empty, None, codes[:, 0])
+    decided = ~empty & (top[:, 0] >= min_confidence)
+    runner_code = codes[:, 1] if keep > 1 else np.full(n, None, dtype=object)
+    runner_conf = top[:, 1] if keep > 1 else np.full(n, np.nan)
+    offsets = np.arange(0, n * keep + 1, keep, dtype=np.int32)
+    structs = pa.StructArray.from_arrays(
+        [pa.array(codes.reshape(-1), pa.string()), pa.array(top.reshape(-1), pa.float64())],
+        names=["event_code", "confidence"],
     )
-
-
-def classify(texts: pa.Array | pa.ChunkedArray | pl.Series, major_codes: Iterable[str] | None = None) -> pa.Table:
-    """Classify each text; returns a table aligned with `texts`: event_code, score, matched_keyword.
-
-    `matched_keyword` is the winning item's longest keyword found in the text (ties: alphabetical).
-    Null texts and texts without any keyword give nulls. `major_codes` restricts the candidate items.
-    """
-    series = texts if isinstance(texts, pl.Series) else pl.Series("text", texts)
-    series = series.cast(pl.String).rename("text")
-    keywords = keyword_table(major_codes)
-    patterns = keywords.get_column("keyword").unique().sort()
-    frame = pl.DataFrame({"row": pl.int_range(0, len(series), eager=True, dtype=pl.UInt32), "text": series})
-    matches = (
-        frame.select(
-            "row",
-            pl.col("text")
-            .str.extract_many(patterns.implode(), overlapping=True, ascii_case_insensitive=True)
-            .alias("keyword"),
-        )
-        .explode("keyword")
-        .drop_nulls("keyword")
+    candidate_lists = pa.ListArray.from_arrays(pa.array(offsets), structs, mask=pa.array(empty))
+    return pa.table(
+        {
+            "event_code": pa.array(np.where(decided, codes[:, 0], None), pa.string()),
+            "confidence": pa.array(top[:, 0], pa.float64()),
+            "candidate_code": pa.array(best, pa.string()),
+            "runner_up_code": pa.array(np.where(empty, None, runner_code), pa.string()),
+            "runner_up_confidence": pa.array(np.where(empty, np.nan, runner_conf), pa.float64(), from_pandas=True),
+            "candidates": candidate_lists.cast(RESULT_SCHEMA.field("candidates").type),
+        },
+        schema=RESULT_SCHEMA,
     )
-    if patterns.len() and matches.height:
-        # extract_many returns the pattern as it appears in the text: map case variants back.
-        lower = keywords.select(pl.col("keyword").str.to_lowercase().alias("_k"), "keyword", "event_code", "weight")
-        scored = (
-            matches.select("row", pl.col("keyword").str.to_lowercase().alias("_k"))
-            .unique()
-            .join(lower, on="_k", how="inner")
-            .group_by("row", "event_code")
-            .agg(
-                pl.col("weight").sum().alias("score"),
-                pl.col("weight").max().alias("longest"),
-                pl.col("keyword")
-                .sort_by([pl.col("weight"), pl.col("keyword")], descending=[True, False])
-                .first()
-                .alias("matched_keyword"),
-            )
-            .sort(["row", "score", "longest", "event_code"], descending=[False, True, True, False])
-            .unique("row", keep="first", maintain_order=True)
-            .select("row", "event_code", "score", "matched_keyword")
-        )
-    else:
-        scored = pl.DataFrame(
-            schema={"row": pl.UInt32, "event_code": pl.String, "score": pl.Int64, "matched_keyword": pl.String}
-        )
-    out = frame.select("row").join(scored, on="row", how="left", maintain_order="left").drop("row")
-    return out.to_arrow().cast(RESULT_SCHEMA)
