@@ -525,7 +525,7 @@ def classifier_tune(
     """Cross-validate regularisation and abstention thresholds on the training split (never the test split)."""
     from thematic_libs.urban.classifier import ClassifierConfig
     from thematic_libs.urban.corpus import LabelError, corpus_split, read_labels
-    from thematic_libs.urban.tuning import tune
+    from thematic_libs.urban.tuning import choose, tune
 
     training = corpus_split("train").select("text", "event_code")
     if labels is not None:
@@ -534,17 +534,35 @@ def classifier_tune(
         except LabelError as error:
             raise _fail(str(error)) from None
     with console.status(f"{folds}-fold cross-validation on {training.height:,} appeals…"):
-        table = tune(training, ClassifierConfig.load(), [30.0, 100.0, 300.0], [0.1, 0.15, 0.2, 0.25, 0.3], folds)
-    out = Table("C", "min_confidence", "triage", "exact item", "major class", title="Out-of-fold figures")
+        table = tune(training, ClassifierConfig.load(), [10.0, 30.0, 100.0], [0.15, 0.2, 0.22, 0.25, 0.3, 0.35], folds)
+    out = Table(
+        "majors",
+        "C",
+        "min_confidence",
+        "triage",
+        "exact item",
+        "major class",
+        "hotline exact",
+        "hotline major",
+        title="Out-of-fold figures (training split only)",
+    )
     for row in table.iter_rows(named=True):
         out.add_row(
+            "combined" if row["combine_majors"] else "-",
             f"{row['regularisation_c']:g}",
             f"{row['min_confidence']:.2f}",
             f"{row['triage_share']:.1%}",
             f"{row['exact_item_accuracy']:.1%}",
             f"{row['major_class_accuracy']:.1%}",
+            f"{row['hotline_exact_item_accuracy']:.1%}",
+            f"{row['hotline_major_class_accuracy']:.1%}",
         )
     console.print(out)
+    best = choose(table)
+    console.print(
+        f"by the rule in thematic_libs/urban/tuning.py: combine_majors {str(best['combine_majors']).lower()}, "
+        f"regularisation_c {best['regularisation_c']:g}, min_confidence {best['min_confidence']}"
+    )
 
 
 @app.command("triage")

@@ -1,8 +1,11 @@
 """Field events, citizen appeals, enterprise appeals and ticket outcomes, plus IoT and video registries.
 
 Grid reports and hotline appeals are drawn from the event catalogue (`thematic_libs/reference/
-event_catalogue.csv`) and worded from templates filled with the item's own keywords, so that a
-keyword or text classifier can later be trained and scored against `_labels/hotline_event_codes.csv`.
+event_catalogue.csv`). Grid workers' reports are worded from templates with the item's own keywords
+(they write the catalogue's language); hotline appeals and enterprise appeals are drawn from the
+training split of the labelled corpus of everyday appeals (`thematic_libs/urban/corpus/`), so the demo
+reads the way citizens and companies write, and the held-out split stays unseen by the classifier.
+The true codes are in `_labels/hotline_event_codes.csv`.
 A rainstorm on 8-9 November shows in the forecasts, in a burst of 道路积水 reports and in the
 water-level sensors' grids, so the emergency library has something to correlate.
 """
@@ -10,6 +13,7 @@ water-level sensors' grids, so the emergency library has something to correlate.
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -22,6 +26,8 @@ from ingestion.demo.enterprises import ACTIVE, Enterprises
 from ingestion.demo.geography import Geography
 from ingestion.demo.timeline import EVENTS_START, HOURLY_TIMES
 from thematic_libs.dispatch.keys import CST, default_window_hours, place_dedupe_key, ticket_id
+from thematic_libs.reference import load_enterprise_appeal_topics
+from thematic_libs.urban.corpus import corpus_split
 
 EPOCH = datetime(1970, 1, 1)  # minute numbers count local minutes from here (common.minute_number)
 END_MINUTE = minute_number(HOURLY_TIMES[-1])
@@ -68,14 +74,6 @@ IMPACTS = {
     "05": ("行人只能走到机动车道上", "堵塞交通", "影响周边商户", "很不安全"),
     "06": ("给生活带来很大不便", "附近居民意见很大", "存在安全隐患"),
 }
-HOTLINE_TEMPLATES = (
-    "您好，我想反映一下，{place}这边{kw}的问题很严重，{time}，{impact}，请相关部门尽快处理。",
-    "{place}{kw}，{kw2}，{impact}，希望政府派人来看看。",
-    "市民来电反映：{place}附近存在{kw}情况，{time}，{impact}，要求尽快处理并回复。",
-    "我住在{place}，最近发现{kw}，而且{kw2}，{impact}。麻烦帮忙协调解决，谢谢。",
-    "投诉{place}{kw}问题，之前已经反映过一次，现在还是{kw2}，{impact}，请督促整改。",
-    "请问{place}的{kw}归哪个部门管？{time}，{impact}。",
-)
 REPORT_TEMPLATES = (
     "巡查发现{place}{kw}，已拍照上报，请相关部门处置。",
     "{place}存在{kw}现象，{kw2}，现场已劝导，需进一步处理。",
@@ -83,21 +81,6 @@ REPORT_TEMPLATES = (
     "日常巡查中发现{kw}，位置：{place}。",
 )
 APPEAL_TOPICS = ("land", "financing", "permits", "talent", "utilities", "policy", "other")
-APPEAL_TEXT = {
-    "land": (
-        "企业扩产需要新增用地，{name}希望了解工业用地指标和村级工业园改造政策。",
-        "厂房租赁合同到期，出租方要求收回土地，请协调。",
-    ),
-    "financing": (
-        "受订单下滑影响，企业流动资金紧张，希望对接银行贷款贴息政策。",
-        "申请应急转贷资金，请问办理流程和所需材料。",
-    ),
-    "permits": ("环评审批进度较慢，影响新生产线投产，请帮忙协调。", "消防验收一直未通过，希望相关部门上门指导。"),
-    "talent": ("企业招工难，希望获得技能人才补贴和员工子女入学方面的支持。", "引进的技术骨干办理人才入户遇到困难。"),
-    "utilities": ("工业园区经常停电，影响生产，请协调供电部门增容。", "厂区附近道路破损严重，货车进出困难。"),
-    "policy": ("想咨询高新技术企业认定的奖励政策。", "去年申报的技改补贴还没有到账，请帮忙查询。"),
-    "other": ("周边企业废气异味影响员工健康，请协调处理。", "希望政府组织产业链上下游对接活动。"),
-}
 
 
 @dataclass
@@ -208,6 +191,25 @@ def _texts(
     return out
 
 
+@functools.cache
+def corpus_texts() -> dict[str, tuple[str, ...]]:
+    """Training-split appeal texts of the labelled corpus, by event code."""
+    training = corpus_split("train").sort("text_id")
+    return {
+        code: tuple(frame.get_column("text")) for (code,), frame in training.group_by("event_code", maintain_order=True)
+    }
+
+
+def _corpus_texts(generator: np.random.Generator, codes: np.ndarray) -> list[str]:
+    """One training-split text of each code (uniformly among that code's texts)."""
+    texts = corpus_texts()
+    missing = sorted(set(codes.tolist()) - set(texts))
+    if missing:
+        raise ValueError(f"the appeal corpus has no training text for event codes {missing}")
+    draws = generator.random(len(codes)).tolist()
+    return [texts[c][int(d * len(texts[c]))] for c, d in zip(codes.tolist(), draws, strict=True)]
+
+
 def build_grid_reports(
     seed: int, residents: int, geo: Geography, catalogue: list[CatalogueItem], event_multiplier: float = 1.0
 ) -> TextEvents:
@@ -263,7 +265,7 @@ def build_hotline(
         f"{vocab.CITY_NAME}{vocab.OTHER_DISTRICTS[o][1]}{p}" if e else f"{vocab.CITY_PREFIX}{s}{p}"
         for e, o, s, p in zip(elsewhere.tolist(), other.tolist(), street.tolist(), places, strict=True)
     ]
-    text = _texts(g, catalogue, item, places, HOTLINE_TEMPLATES)
+    text = _corpus_texts(g, np.array([c.event_code for c in catalogue])[item])
     geocoded = ~elsewhere & (g.random(n) < 0.88)
     channel = np.array(["phone", "app", "wechat", "web", "email"])[g.choice(5, size=n, p=[0.55, 0.15, 0.2, 0.07, 0.03])]
     phone = np.char.add(
@@ -309,14 +311,10 @@ def build_enterprise_appeals(seed: int, ent: Enterprises, event_multiplier: floa
     n = len(minute)
     who = active[g.integers(len(active), size=n)]
     topic = g.choice(len(APPEAL_TOPICS), size=n, p=[0.15, 0.2, 0.2, 0.12, 0.13, 0.15, 0.05])
-    pick = g.integers(2, size=n)
-    content = np.array(
-        [
-            APPEAL_TEXT[APPEAL_TOPICS[t]][k].format(name=ent.name[w])
-            for t, k, w in zip(topic.tolist(), pick.tolist(), who.tolist(), strict=True)
-        ],
-        dtype=object,
-    )
+    mapping = load_enterprise_appeal_topics().to_pydict()
+    code_of = dict(zip(mapping["topic"], mapping["event_code"], strict=True))
+    topic_codes = np.array([code_of[t] for t in APPEAL_TOPICS])
+    content = np.array(_corpus_texts(g, topic_codes[topic]), dtype=object)
     status = np.full((n, 4), -1, dtype=np.int64)
     status[:, 0] = minute
     status[:, 1] = minute + g.integers(60, 3 * 1440, n)

@@ -1,6 +1,7 @@
 """The appeal classifier: event codes for hotline appeals and enterprise appeals as people write them.
 
-A multinomial logistic regression over two kinds of features of the normalised text
+A multinomial logistic regression over event codes (optionally combined with a second one over the
+major classes, as P(item | major) x P(major): `combine_majors`), over two kinds of features of the normalised text
 (`text_features.normalise`: traditional to simplified, full-width to half-width, digits to 0):
 
 - character 1..3-grams (tf-idf, sublinear), which survive typos, dialect words and the absence of
@@ -41,8 +42,8 @@ from thematic_libs.urban.keywords import keyword_scores, keyword_table
 from thematic_libs.urban.text_features import NgramCounter, normalise
 
 ENTERPRISE_MAJOR_CODES = ("07",)
-# Bumped whenever the features change meaning, so that a fingerprint never matches an older model.
-FEATURES_VERSION = 1
+# Bumped whenever the features or the model change meaning, so a fingerprint never matches an older model.
+FEATURES_VERSION = 2
 KEYWORD_SCALE = 4.0  # a 4-character keyword scores 1.0 before `keyword_weight`
 CHUNK = 50_000  # texts per chunk: bounded memory, and two chunks at a time on two cores
 
@@ -71,6 +72,7 @@ class ClassifierConfig:
     min_df: int
     keyword_weight: float
     regularisation_c: float
+    combine_majors: bool
     promote_floors: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +86,7 @@ class ClassifierConfig:
             "min_df": self.min_df,
             "keyword_weight": self.keyword_weight,
             "regularisation_c": self.regularisation_c,
+            "combine_majors": self.combine_majors,
         }
 
 
@@ -108,7 +111,8 @@ class AppealClassifier:
     counter: NgramCounter
     idf: TfidfTransformer
     keywords: pl.DataFrame
-    model: LogisticRegression
+    model: LogisticRegression  # event codes
+    major_model: LogisticRegression | None  # major classes (first two digits), on the same features
     parameters: dict[str, Any]
 
     @property
@@ -122,8 +126,13 @@ class AppealClassifier:
         keywords = keyword_table().with_columns(normalise(keyword_table().get_column("keyword")).alias("keyword"))
         idf = TfidfTransformer(sublinear_tf=True).fit(counter.counts(normalised))
         model = LogisticRegression(C=config.regularisation_c, max_iter=2000)
-        classifier = cls(counter, idf, keywords, model, config.training_parameters())
-        model.fit(classifier._features(normalised), np.asarray(codes))
+        major_model = LogisticRegression(C=config.regularisation_c, max_iter=2000) if config.combine_majors else None
+        classifier = cls(counter, idf, keywords, model, major_model, config.training_parameters())
+        features = classifier._features(normalised)
+        labels = np.asarray(codes)
+        model.fit(features, labels)
+        if major_model is not None:
+            major_model.fit(features, np.array([code[:2] for code in labels]))
         return classifier
 
     def _features(self, normalised: list[str]) -> sp.csr_matrix:
@@ -147,8 +156,20 @@ class AppealClassifier:
         return np.vstack(parts) if parts else np.zeros((0, len(self.classes)))
 
     def _chunk_probabilities(self, texts: pl.Series) -> np.ndarray:
+        """P(item) from the item model or, with `combine_majors`, P(item | its major) from the item model
+        x P(major) from the major model, which learns what separates the classes (construction from
+        street order) from every appeal of a class at once, not from one item's few dozen."""
         normalised = normalise(texts)
-        probabilities = self.model.predict_proba(self._features(normalised.to_list()))
+        features = self._features(normalised.to_list())
+        items = self.model.predict_proba(features)
+        if self.major_model is None:
+            items[(normalised.str.len_chars() == 0).to_numpy()] = 0.0
+            return items
+        majors = self.major_model.predict_proba(features)
+        item_major = np.searchsorted(self.major_model.classes_, [str(code)[:2] for code in self.classes])
+        in_major = np.zeros((items.shape[0], len(self.major_model.classes_)))
+        np.add.at(in_major.T, item_major, items.T)
+        probabilities = items / np.maximum(in_major[:, item_major], 1e-300) * majors[:, item_major]
         probabilities[(normalised.str.len_chars() == 0).to_numpy()] = 0.0
         return probabilities
 

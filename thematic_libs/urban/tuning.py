@@ -40,12 +40,20 @@ def out_of_fold(training: pl.DataFrame, config: ClassifierConfig, folds: int, se
 
 
 def threshold_table(scored: pl.DataFrame, thresholds: Sequence[float]) -> pl.DataFrame:
+    """Out-of-fold figures per threshold, overall and for the hotline's urban items alone (`hotline_*`)."""
     rows = []
     for threshold in thresholds:
         decided = scored.with_columns(
             pl.when(pl.col("confidence") >= threshold).then(pl.col("candidate_code")).alias("predicted")
         )
-        rows.append({"min_confidence": threshold, **figures(decided).as_dict()})
+        hotline = figures(decided.filter(pl.col("event_code").str.slice(0, 2).is_in(list(DOMAINS["urban"]))))
+        rows.append(
+            {
+                "min_confidence": threshold,
+                **figures(decided).as_dict(),
+                **{f"hotline_{k}": v for k, v in hotline.as_dict().items() if k != "appeals"},
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -55,10 +63,32 @@ def tune(
     regularisation: Sequence[float],
     thresholds: Sequence[float],
     folds: int = 5,
+    combine_majors: Sequence[bool] = (False, True),
 ) -> pl.DataFrame:
-    """One row per (regularisation_c, min_confidence) with the out-of-fold figures."""
+    """One row per (combine_majors, regularisation_c, min_confidence) with the out-of-fold figures."""
     tables = []
-    for c in regularisation:
-        scored = out_of_fold(training, replace(config, regularisation_c=c), folds)
-        tables.append(threshold_table(scored, thresholds).with_columns(pl.lit(c).alias("regularisation_c")))
-    return pl.concat(tables).select("regularisation_c", pl.exclude("regularisation_c"))
+    for combine in combine_majors:
+        for c in regularisation:
+            scored = out_of_fold(training, replace(config, regularisation_c=c, combine_majors=combine), folds)
+            tables.append(
+                threshold_table(scored, thresholds).with_columns(
+                    pl.lit(combine).alias("combine_majors"), pl.lit(c).alias("regularisation_c")
+                )
+            )
+    return pl.concat(tables).select(
+        "combine_majors", "regularisation_c", pl.exclude("combine_majors", "regularisation_c")
+    )
+
+
+def choose(table: pl.DataFrame, triage_target: float = 0.08) -> dict[str, object]:
+    """The rule the defaults follow: for each model, the threshold whose out-of-fold triage share is
+    closest to `triage_target` from below; of those, the model with the best hotline major-class
+    accuracy (the figure hardest to reach), then the best hotline exact-item accuracy."""
+    below = table.filter(pl.col("triage_share") <= triage_target)
+    per_model = below.sort("triage_share", descending=True).unique(
+        ["combine_majors", "regularisation_c"], keep="first", maintain_order=True
+    )
+    best = per_model.sort(["hotline_major_class_accuracy", "hotline_exact_item_accuracy"], descending=True).row(
+        0, named=True
+    )
+    return best
