@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingestion
 	$(BIN)/python -m bench.crosscheck
 	$(BIN)/python -m bench.thematic
+	$(BIN)/python -m bench.classifier
 
 dagster: $(STAMP) | $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

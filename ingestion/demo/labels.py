@@ -31,7 +31,8 @@ Ingestion ignores this folder (its name starts with `_`). The files say what the
   (row_count | sha256 | unknown_version | too_many_bad_rows | no_manifest).
 - `crosscheck_cases.csv`: case_id, rule_code, expected (flag | no_flag), description. Cases not listed are
   ordinary and should raise no flag at all.
-- `hotline_event_codes.csv`: appeal_id, event_code (the class the appeal's text was generated from).
+- `hotline_event_codes.csv`: appeal_id, event_code (the class the appeal's text was drawn from; empty for
+  a call that is no catalogue problem at all: a question, thanks, a wrong number).
 """
 
 
