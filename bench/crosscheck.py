@@ -84,7 +84,7 @@ def one(engine: str, warehouse: str, out: str) -> None:
             wh, plans, Params.build(AS_OF, config), lambda c, m: link_certificates(c, m, config["linkage"])
         )
     else:
-        raw, _, _ = evaluate(wh, AS_OF, engine, config)
+        raw, _, _, _, _ = evaluate(wh, AS_OF, engine, config)
     flags = build_flags(raw, Pseudonymiser(KEY), AS_OF, "bench")
     build_review(flags, raw, config, AS_OF, "bench")
     build_summary(flags, AS_OF, "bench")

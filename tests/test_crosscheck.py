@@ -219,8 +219,8 @@ def spark():
 def test_duckdb_spark_and_pandas_give_identical_flags(world, spark):
     _, _, warehouse, _, _ = world
     config = load_config()
-    duck, _, _ = evaluate(warehouse, AS_OF, "duckdb", config)
-    sparked, _, _ = evaluate(warehouse, AS_OF, "spark", config, spark=spark)
+    duck, _, _, _, _ = evaluate(warehouse, AS_OF, "duckdb", config)
+    sparked, _, _, _, _ = evaluate(warehouse, AS_OF, "spark", config, spark=spark)
     plans = plan_inputs(warehouse, AS_OF, INPUT_CONTRACTS)
     baseline = run_pandas(
         warehouse, plans, Params.build(AS_OF, config), lambda c, m: link_certificates(c, m, config["linkage"])
@@ -358,7 +358,7 @@ def test_a_district_override_changes_a_threshold(world, tmp_path, monkeypatch):
     monkeypatch.setenv("YIWANG_DISTRICT_CONFIG", str(override))
     config = load_config()
     assert config["r05"]["min_contribution_base_cny"] == 3700
-    raw, _, _ = evaluate(warehouse, AS_OF, "duckdb", config)
+    raw, _, _, _, _ = evaluate(warehouse, AS_OF, "duckdb", config)
     r05 = {r["case_id"] for r in raw.to_pylist() if r["rule_code"] == "R05"}
     assert r05 == _labelled(labels, "R05", "flag", "4000") | _labelled(labels, "R05", "flag", "3800")
     override.write_text("crosscheck:\n  r05:\n    min_base: 3700\n", encoding="utf-8")
@@ -372,12 +372,10 @@ def test_an_as_of_before_any_assistance_delivery_is_a_clear_error(world):
         run_crosscheck(warehouse, date(2026, 8, 1), engine="duckdb", key=KEY)
 
 
-def test_reviewer_notebook_runs_headless(world, tmp_path):
+def _run_reviewer_notebook(warehouse, case: str, tmp_path) -> tuple[str, list[dict]]:
     import nbformat
     from nbclient import NotebookClient
 
-    _, _, warehouse, _, labels = world
-    case = next(iter(_labelled(labels, "R04", "flag", "spaces")))
     notebook = nbformat.read(REPO / "notebooks" / "crosscheck_review.ipynb", as_version=4)
     env = {"YIWANG_WAREHOUSE": warehouse.root, "CROSSCHECK_AS_OF": AS_OF.isoformat(), "CROSSCHECK_CASE_ID": case}
     old = {k: os.environ.get(k) for k in env}
@@ -392,12 +390,26 @@ def test_reviewer_notebook_runs_headless(world, tmp_path):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    text = "\n".join(
-        str(o.get("text", "")) + json.dumps(o.get("data", {}), ensure_ascii=False)
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for o in cell.get("outputs", [])
-    )
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    text = "\n".join(str(o.get("text", "")) + json.dumps(o.get("data", {}), ensure_ascii=False) for o in outputs)
+    return text, outputs
+
+
+def test_reviewer_notebook_runs_headless(world, tmp_path):
+    _, _, warehouse, _, labels = world
+    case = next(iter(_labelled(labels, "R04", "flag", "spaces")))
+    text, outputs = _run_reviewer_notebook(warehouse, case, tmp_path)
     assert case in text
     assert "ziranziyuan.real_estate" in text and "part-00000.csv" in text
-    assert "error" not in [o.get("output_type") for c in notebook.cells for o in c.get("outputs", [])]
+    assert "error" not in [o.get("output_type") for o in outputs]
+
+
+def test_reviewer_notebook_shows_why_a_name_was_linked(world, tmp_path):
+    _, _, warehouse, _, labels = world
+    case = next(iter(_labelled(labels, "R01", "flag", "traditional characters and a homophone slip")))
+    text, outputs = _run_reviewer_notebook(warehouse, case, tmp_path)
+    assert "error" not in [o.get("output_type") for o in outputs]
+    assert "linked, match probability" in text and "pinyin equal with tones" in text
+    assert "traditional characters in" in text
+    assert "to review" in text and "review, match probability 0." in text  # the near misses wait for a person
+    assert any("image/png" in o.get("data", {}) for o in outputs)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
+import opencc
 
 from ingestion.demo import vocab
 from ingestion.demo.assistance import ACTIVE, TERMINATED, Cases, add_case
@@ -118,6 +119,13 @@ class Planter:
 
     def elderly(self, p: int) -> bool:
         return self.age[p] >= 55
+
+    def elderly_with_homophone(self, p: int) -> bool:
+        return self.elderly(p) and homophone_slip(str(self.pop.name[p])) is not None
+
+    def elderly_swappable_birth(self, p: int) -> bool:
+        born = EPOCH_DATE + timedelta(days=int(self.pop.birth[p]))
+        return self.elderly(p) and born.day <= 12 and born.day != born.month
 
     def with_x(self, p: int) -> bool:
         return self.pop.id_number[p].endswith("X") and self.age[p] >= 18
@@ -249,15 +257,18 @@ class Planter:
         like: int | None = None,
         birth: int | None = None,
         available: int | None = None,
+        name: str | None = None,
+        gender: int | None = None,
     ) -> None:
-        """A death certificate of `person`, or (person -1) of someone who shares `like`'s name and sex."""
+        """A death certificate of `person`, or (person -1) of someone who shares `like`'s name and sex;
+        `name`, `gender` and `birth` write other values than the person's own (a variant or a near miss)."""
         p = person if person >= 0 else int(like if like is not None else 0)
         self.holdings.certificates.add(
             certificate_no=f"SW449{self.serial():07d}",
             person=person,
             has_id=has_id,
-            name=str(self.pop.name[p]),
-            gender=int(self.pop.gender[p]),
+            name=str(self.pop.name[p]) if name is None else name,
+            gender=int(self.pop.gender[p]) if gender is None else gender,
             birth_day=int(self.pop.birth[p]) if birth is None else birth,
             death_day=death,
             hospital=0,
@@ -313,6 +324,71 @@ class Planter:
         return int(candidates[int(self.g.integers(len(candidates)))])
 
 
+EPOCH_DATE = date(1970, 1, 1)
+TO_TRADITIONAL = opencc.OpenCC("s2t")
+MINORITY_NAMES = ("买买提·艾力", "阿依古丽·买买提")  # male, female
+# Given-name characters of the demo population and a character of the same pinyin and tone that a
+# clerk typing by ear might write instead (tests/test_names.py checks each pair with pypinyin).
+HOMOPHONES = {
+    "伟": "玮",
+    "强": "蔷",
+    "军": "均",
+    "杰": "洁",
+    "俊": "骏",
+    "浩": "皓",
+    "明": "铭",
+    "辉": "晖",
+    "志": "智",
+    "健": "建",
+    "文": "雯",
+    "斌": "彬",
+    "建": "健",
+    "国": "帼",
+    "家": "佳",
+    "宏": "鸿",
+    "锦": "瑾",
+    "勇": "永",
+    "振": "震",
+    "宇": "雨",
+    "鹏": "朋",
+    "涛": "滔",
+    "嘉": "佳",
+    "永": "勇",
+    "敏": "闽",
+    "芳": "方",
+    "丽": "俐",
+    "娟": "鹃",
+    "婷": "庭",
+    "静": "靖",
+    "霞": "侠",
+    "燕": "艳",
+    "秀": "绣",
+    "玲": "龄",
+    "慧": "惠",
+    "颖": "影",
+    "欣": "馨",
+    "怡": "宜",
+    "凤": "奉",
+    "琳": "林",
+    "晓": "筱",
+    "玉": "钰",
+    "珊": "姗",
+    "莹": "滢",
+    "倩": "茜",
+    "红": "鸿",
+    "梅": "玫",
+    "兰": "岚",
+}
+
+
+def homophone_slip(name: str) -> str | None:
+    """`name` with its last given-name character that has a listed homophone replaced; None if none has."""
+    for i in range(len(name) - 1, 0, -1):
+        if name[i] in HOMOPHONES:
+            return name[:i] + HOMOPHONES[name[i]] + name[i + 1 :]
+    return None
+
+
 def plant(planter: Planter) -> list[PlantedCase]:
     """Plant every scenario; returns the expected outcomes by case index."""
     p = planter
@@ -349,6 +425,48 @@ def plant(planter: Planter) -> list[PlantedCase]:
     p.certificate(-1, d(date(2026, 10, 2)), has_id=False, like=m, birth=int(p.pop.birth[m]) - 2_650)
     p.open_case(
         hh, "R01", "no_flag", "namesake: ID-less death certificate with the same name and sex, other birth date"
+    )
+    # ID-less certificates whose name or birth date another department wrote differently (issue 10).
+    when = d(date(2026, 10, 16))
+    hh, m = p.household(p.elderly)
+    p.die(m, when)
+    p.certificate(m, when, has_id=False, name=TO_TRADITIONAL.convert(str(p.pop.name[m])))
+    p.open_case(hh, "R01", "flag", "ID-less death certificate, name in traditional characters")
+    hh, m = p.household(p.elderly_with_homophone)
+    p.die(m, when)
+    p.certificate(m, when, has_id=False, name=homophone_slip(str(p.pop.name[m])))
+    p.open_case(hh, "R01", "flag", "ID-less death certificate, one character of the name a homophone slip")
+    hh, m = p.household(p.elderly_with_homophone)
+    p.die(m, when)
+    p.certificate(m, when, has_id=False, name=TO_TRADITIONAL.convert(homophone_slip(str(p.pop.name[m]))))
+    p.open_case(hh, "R01", "flag", "ID-less death certificate, traditional characters and a homophone slip")
+    hh, m = p.household(p.elderly)
+    name = str(p.pop.name[m])
+    p.die(m, when)
+    p.certificate(m, when, has_id=False, name=f"{name[0]}\u3000{name[1:]}")
+    p.open_case(hh, "R01", "flag", "ID-less death certificate, full-width space between surname and given name")
+    hh, m = p.household(p.elderly)
+    p.pop.name = p.pop.name.astype(f"<U{max(p.pop.name.dtype.itemsize // 4, 16)}")  # room for a longer name
+    p.pop.name[m] = MINORITY_NAMES[int(p.pop.gender[m]) - 1]
+    p.die(m, when)
+    p.certificate(m, when, has_id=False, name=p.pop.name[m].replace("·", "•"))
+    p.open_case(hh, "R01", "flag", "ID-less death certificate, another middle dot in an ethnic-minority name")
+    hh, m = p.household(p.elderly_swappable_birth)
+    born = EPOCH_DATE + timedelta(days=int(p.pop.birth[m]))
+    p.die(m, when)
+    p.certificate(m, when, has_id=False, birth=day_number(born.replace(month=born.day, day=born.month)))
+    p.open_case(hh, "R01", "flag", "ID-less death certificate, birth month and day swapped")
+    hh, m = p.household(p.elderly_with_homophone)
+    p.certificate(
+        -1, when, has_id=False, like=m, name=homophone_slip(str(p.pop.name[m])), gender=3 - int(p.pop.gender[m])
+    )
+    p.open_case(hh, "R01", "no_flag", "near miss: ID-less certificate, homophone name and birth date, the other sex")
+    hh, m = p.household(p.elderly)
+    name = str(p.pop.name[m])
+    other = next(c for c in "伟强军杰芳丽娟婷" if c != name[-1] and name[:-1] + c != name)
+    p.certificate(-1, when, has_id=False, like=m, name=name[:-1] + other)
+    p.open_case(
+        hh, "R01", "no_flag", "near miss: ID-less certificate, same surname, sex and birth date, another given name"
     )
     hh, m = p.household(p.elderly)
     p.certificate(m, AS_OF_DAY + 2, available=AS_OF_DAY - 1)

@@ -157,6 +157,7 @@ def run_pandas(
         "certificate_name": lj["name"],
         "certificate_gender": lj["gender"],
         "certificate_birth_date": lj["birth_date"],
+        "match_levels": lj["match_levels"],
     }
     out.append(_evidence(lj, "R01", CERTIFICATES, lj["certificate_no"], facts, "death_date"))
 

@@ -56,12 +56,27 @@ TABLES: dict[str, tuple[str, tuple[str, ...], str | None]] = {
     ),
     ENTERPRISES: (
         "enterprises",
-        ("uscc", "name", "entity_type", "legal_rep_id_number", "registered_capital_wan_cny", "status"),
+        (
+            "uscc",
+            "name",
+            "entity_type",
+            "legal_rep_id_number",
+            "legal_rep_name",
+            "registered_capital_wan_cny",
+            "status",
+        ),
         None,
     ),
     SHAREHOLDERS: (
         "shareholders",
-        ("uscc", "shareholder_key", "shareholder_type", "shareholder_id_number", "subscribed_capital_wan_cny"),
+        (
+            "uscc",
+            "shareholder_key",
+            "shareholder_type",
+            "shareholder_id_number",
+            "shareholder_name",
+            "subscribed_capital_wan_cny",
+        ),
         None,
     ),
     ESTATES: (
@@ -306,6 +321,7 @@ def _r01(p: Params) -> str | None:
             certificate_name="r.name",
             certificate_gender="r.gender",
             certificate_birth_date="r.birth_date",
+            match_levels="l.match_levels",
         )
         ev = _evidence("R01", CERTIFICATES, "r.certificate_no", "r", linked, "r.death_date", probabilistic=True)
         parts.append(
@@ -327,12 +343,18 @@ def _r02(p: Params) -> str:
     )
 
 
-def _r03(p: Params) -> str:
+def r03_qualifies(p: Params) -> str:
+    """SQL condition on enterprise `e`: a registration that R03 counts (status, type or capital)."""
     r = p["r03"]
-    qualifies = (
+    return (
         f"e.status IN {in_list(r['enterprise_statuses'])} AND (e.entity_type IN {in_list(r['entity_types'])} "
         f"OR e.registered_capital_wan_cny >= {float(r['min_registered_capital_wan_cny'])})"
     )
+
+
+def _r03(p: Params) -> str:
+    r = p["r03"]
+    qualifies = r03_qualifies(p)
     firm = {
         "uscc": "e.uscc",
         "enterprise_name": "e.name",

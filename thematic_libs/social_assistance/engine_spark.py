@@ -195,6 +195,7 @@ def rules(s: dict[str, Any], p: Params, linked: Any) -> dict[str, Any]:
             certificate_name=F.col("name"),
             certificate_gender=F.col("gender"),
             certificate_birth_date=F.col("birth_date"),
+            match_levels=F.col("match_levels"),
         )
         r01.append(
             evidence(

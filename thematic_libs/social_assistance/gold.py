@@ -28,6 +28,7 @@ from thematic_libs.social_assistance.rules import RAW_SCHEMA, RULES
 FLAGS_TABLE = "gold/social_assistance/crosscheck_flags"
 REVIEW_TABLE = "gold/social_assistance/case_review"
 SUMMARY_TABLE = "gold/reports/crosscheck_summary"
+LINKAGE_TABLE = "gold/social_assistance/linkage_pairs"
 CST = timedelta(hours=8)
 
 FLAGS_SCHEMA = pa.schema(
@@ -65,6 +66,30 @@ REVIEW_SCHEMA = pa.schema(
         pa.field("amount_at_risk_cny", pa.float64(), nullable=False),
         pa.field("review_priority", pa.int64(), nullable=False),  # 1 = first
         pa.field("priority_reason", pa.string(), nullable=False),
+        pa.field("as_of", pa.date32(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+# People linked by name rather than by ID number, at or above the review threshold: `linked` pairs are R01
+# evidence (ID-less death certificates), `review` pairs wait for a person and are never flagged (below
+# the link threshold, or a role holder of R03 delivered without an ID number whose name is a member's).
+# Both records side by side; the member by pseudonym.
+LINKAGE_SCHEMA = pa.schema(
+    [
+        pa.field("rule_code", pa.string(), nullable=False),
+        pa.field("evidence_contract", pa.string(), nullable=False),
+        pa.field("record_ref", pa.string(), nullable=False),  # certificate_no, uscc or uscc|shareholder_key
+        pa.field("member_key", pa.string(), nullable=False),
+        pa.field("decision", pa.string(), nullable=False),  # linked | review
+        pa.field("match_probability", pa.float64()),  # null: compared by name only
+        pa.field("match_levels", pa.string(), nullable=False),
+        pa.field("record_name", pa.string()),
+        pa.field("member_name", pa.string()),
+        pa.field("record_gender", pa.string()),
+        pa.field("member_gender", pa.string()),
+        pa.field("record_birth_date", pa.string()),
+        pa.field("member_birth_date", pa.string()),
         pa.field("as_of", pa.date32(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
     ]
@@ -218,6 +243,34 @@ def build_summary(flags: pa.Table, as_of: date, run_id: str) -> pa.Table:
         .sort("rule_code", "community_code")
     )
     return summary.select(SUMMARY_SCHEMA.names).to_arrow().cast(SUMMARY_SCHEMA)
+
+
+def build_linkage(
+    pairs: pa.Table, name_pairs: pa.Table, pseudonymiser: Pseudonymiser, as_of: date, run_id: str
+) -> pa.Table:
+    """`linkage_pairs` rows from the death-certificate linkage (PAIR_SCHEMA) and the name-only role holders
+    (NAME_PAIR_SCHEMA), the member's ID number replaced by its pseudonym."""
+    from thematic_libs.social_assistance.rules import CERTIFICATES
+
+    rows = [
+        {
+            "rule_code": "R01",
+            "evidence_contract": CERTIFICATES,
+            "record_ref": r["certificate_no"],
+            "member_id": r["member_id"],
+            "decision": r["decision"],
+            "match_probability": r["match_probability"],
+            "match_levels": r["match_levels"],
+            **{f"record_{f}": r[f"certificate_{f}"] for f in ("name", "gender", "birth_date")},
+            **{f"member_{f}": r[f"member_{f}"] for f in ("name", "gender", "birth_date")},
+        }
+        for r in pairs.to_pylist()
+    ] + [{**r, "rule_code": "R03", "decision": "review", "match_probability": None} for r in name_pairs.to_pylist()]
+    keys = {m: pseudonymiser.pseudonym(m) for m in {r["member_id"] for r in rows}}
+    for row in rows:
+        row["member_key"] = keys[row.pop("member_id")]
+        row["as_of"], row["run_id"] = as_of, run_id
+    return pa.Table.from_pylist(rows, schema=LINKAGE_SCHEMA) if rows else LINKAGE_SCHEMA.empty_table()
 
 
 def replace_as_of(warehouse: Warehouse, table: str, data: pa.Table, as_of: date) -> None:

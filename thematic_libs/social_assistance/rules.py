@@ -87,6 +87,7 @@ LINK_SCHEMA = pa.schema(
         pa.field("certificate_no", pa.string()),
         pa.field("member_id", pa.string()),
         pa.field("match_probability", pa.float64()),
+        pa.field("match_levels", pa.string()),  # the comparison levels that fired, in words
     ]
 )
 

@@ -15,16 +15,19 @@ from ingestion.warehouse import Warehouse
 from thematic_libs.social_assistance.asof import TablePlan, plan_inputs
 from thematic_libs.social_assistance.gold import (
     FLAGS_TABLE,
+    LINKAGE_TABLE,
     REVIEW_TABLE,
     SUMMARY_TABLE,
     build_flags,
+    build_linkage,
     build_review,
     build_summary,
     candidates_from_review,
     read_as_of,
     replace_as_of,
 )
-from thematic_libs.social_assistance.linkage import link_certificates
+from thematic_libs.social_assistance.linkage import PAIR_SCHEMA, link_candidates, linked_pairs
+from thematic_libs.social_assistance.name_matches import NAME_PAIR_SCHEMA, name_only_pairs, role_holders_without_id
 from thematic_libs.social_assistance.rules import (
     CASES,
     HOUSEHOLDS,
@@ -51,7 +54,9 @@ class CrosscheckResult:
     empty_inputs: tuple[str, ...] = ()
     skipped_rules: tuple[str, ...] = ()
     seconds: float = 0.0
-    tables: tuple[str, ...] = field(default=(FLAGS_TABLE, REVIEW_TABLE, SUMMARY_TABLE))
+    linked_pairs: int = 0
+    pairs_to_review: int = 0
+    tables: tuple[str, ...] = field(default=(FLAGS_TABLE, REVIEW_TABLE, SUMMARY_TABLE, LINKAGE_TABLE))
 
 
 def resolve_pseudonymiser(key: bytes | Pseudonymiser | None) -> Pseudonymiser:
@@ -85,14 +90,19 @@ def evaluate(
     engine: str,
     config: dict[str, Any],
     spark: Any = None,
-) -> tuple[pa.Table, tuple[str, ...], frozenset[str]]:
-    """The raw evidence rows (RAW_SCHEMA) of every rule, from the chosen engine."""
+) -> tuple[pa.Table, pa.Table, pa.Table, tuple[str, ...], frozenset[str]]:
+    """The raw evidence rows (RAW_SCHEMA) of every rule, from the chosen engine; the linkage's candidate
+    pairs (PAIR_SCHEMA: linked and to review); ID-less role holders named like a member (NAME_PAIR_SCHEMA)."""
     plans = plan_inputs(warehouse, as_of, INPUT_CONTRACTS)
     empty, skip = check_plans(plans, as_of)
     params = Params.build(as_of, config)
+    candidates: list[pa.Table] = []
+    counted: list[pa.Table] = []
 
     def link(certificates: pa.Table, members: pa.Table) -> pa.Table:
-        return link_certificates(certificates, members, config["linkage"])
+        counted.append(members)
+        candidates.append(link_candidates(certificates, members, config["linkage"]))
+        return linked_pairs(candidates[-1])
 
     if engine == "duckdb":
         from thematic_libs.social_assistance.engine_duckdb import run_duckdb
@@ -108,7 +118,11 @@ def evaluate(
             raw = run_spark(spark, warehouse, plans, params, link, skip)
     else:
         raise CrosscheckError(f"unknown engine {engine!r}; use duckdb or spark (crosscheck.engine)")
-    return raw, empty, skip
+    pairs = pa.concat_tables(candidates) if candidates else PAIR_SCHEMA.empty_table()
+    name_pairs = NAME_PAIR_SCHEMA.empty_table()
+    if counted and "R03" not in skip:
+        name_pairs = name_only_pairs(role_holders_without_id(warehouse, plans, params), counted[0])
+    return raw, pairs, name_pairs, empty, skip
 
 
 def run_crosscheck(
@@ -132,13 +146,15 @@ def run_crosscheck(
     engine = engine or config["engine"]
     run_id = run_id or f"crosscheck-{as_of:%Y%m%d}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     pseudonymiser = resolve_pseudonymiser(key)
-    raw, empty, skip = evaluate(warehouse, as_of, engine, config, spark)
+    raw, pairs, name_pairs, empty, skip = evaluate(warehouse, as_of, engine, config, spark)
     flags = build_flags(raw, pseudonymiser, as_of, run_id)
+    linkage = build_linkage(pairs, name_pairs, pseudonymiser, as_of, run_id)
     review = build_review(flags, raw, config, as_of, run_id)
     summary = build_summary(flags, as_of, run_id)
     replace_as_of(warehouse, FLAGS_TABLE, flags, as_of)
     replace_as_of(warehouse, REVIEW_TABLE, review, as_of)
     replace_as_of(warehouse, SUMMARY_TABLE, summary, as_of)
+    replace_as_of(warehouse, LINKAGE_TABLE, linkage, as_of)
     by_rule = {code: 0 for code in RULES}
     for code, _case in set(zip(flags["rule_code"].to_pylist(), flags["case_id"].to_pylist(), strict=True)):
         by_rule[code] += 1
@@ -153,6 +169,8 @@ def run_crosscheck(
         empty_inputs=empty,
         skipped_rules=tuple(sorted(skip)),
         seconds=round(_time.perf_counter() - started, 3),
+        linked_pairs=sum(d == "linked" for d in linkage["decision"].to_pylist()),
+        pairs_to_review=sum(d == "review" for d in linkage["decision"].to_pylist()),
     )
 
 
