@@ -37,6 +37,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingestion
 	$(BIN)/python -m bench.crosscheck
+	$(BIN)/python -m bench.linkage
 	$(BIN)/python -m bench.thematic
 	$(BIN)/python -m bench.classifier
 

@@ -17,7 +17,7 @@ from ingestion.ledger import read_ledger
 from ingestion.warehouse import Warehouse
 from orchestration.ingestion_assets import bronze_key
 from orchestration.resources import PlatformResource
-from thematic_libs.social_assistance.gold import FLAGS_TABLE, REVIEW_TABLE, SUMMARY_TABLE
+from thematic_libs.social_assistance.gold import FLAGS_TABLE, LINKAGE_TABLE, REVIEW_TABLE, SUMMARY_TABLE
 from thematic_libs.social_assistance.rules import INPUT_CONTRACTS
 from thematic_libs.social_assistance.run import run_crosscheck
 
@@ -49,6 +49,14 @@ def latest_extraction_date(warehouse: Warehouse) -> date | None:
             description="Flags by rule, community and month with the amount at risk: aggregates for reports.",
             kinds={"delta"},
         ),
+        AssetSpec(
+            AssetKey(LINKAGE_TABLE.split("/")),
+            description=(
+                "People linked by name (ID-less death certificates; ID-less R03 role holders): both records, "
+                "probability, the levels that fired; linked or to review (restricted)."
+            ),
+            kinds={"delta"},
+        ),
     ],
     group_name="social_assistance",
     name="social_assistance_crosscheck",
@@ -78,3 +86,7 @@ def crosscheck(context: AssetExecutionContext, platform: PlatformResource):
         metadata={**common, "flagged_cases": result.flagged_cases, "amount_at_risk_cny": result.amount_at_risk_cny},
     )
     yield MaterializeResult(asset_key=AssetKey(SUMMARY_TABLE.split("/")), metadata=common)
+    yield MaterializeResult(
+        asset_key=AssetKey(LINKAGE_TABLE.split("/")),
+        metadata={**common, "linked_pairs": result.linked_pairs, "pairs_to_review": result.pairs_to_review},
+    )

@@ -338,10 +338,21 @@ def _reference_crosscheck(t: dict[str, pl.DataFrame], as_of: str) -> set[tuple[s
     cremated = t["minzheng.cremation_records"].filter(pl.col("death_date") <= as_of)
     certified = t["weijian.death_certificates"].filter(pl.col("death_date") <= as_of)
     flag(set(cremated["id_number"]) | set(certified["id_number"].drop_nulls()), "R01")
+    # ID-less certificates: same sex, birth date equal or with month and day swapped, and the name equal
+    # after normalisation or in pinyin with tones (the variant classes the generator plants).
+    from thematic_libs.names import name_keys
+
     anonymous = certified.filter(pl.col("id_number").is_null())
-    people = set(zip(anonymous["name"], anonymous["gender"], anonymous["birth_date"], strict=True))
+    people = set()
+    for name, gender, birth in zip(anonymous["name"], anonymous["gender"], anonymous["birth_date"], strict=True):
+        keys = name_keys(name)
+        swapped = f"{birth[:4]}-{birth[8:10]}-{birth[5:7]}" if birth else None
+        for day in {birth, swapped} - {None}:
+            people.update({(keys.normalised, gender, day), (keys.pinyin_tones, gender, day)})
     for case, pid, name in zip(counted["case_id"], counted["member_id_number"], counted["member_name"], strict=True):
-        if (name, "1" if int(pid[16]) % 2 else "2", f"{pid[6:10]}-{pid[10:12]}-{pid[12:14]}") in people:
+        keys = name_keys(name)
+        sex, born = "1" if int(pid[16]) % 2 else "2", f"{pid[6:10]}-{pid[10:12]}-{pid[12:14]}"
+        if (keys.normalised, sex, born) in people or (keys.pinyin_tones, sex, born) in people:
             flags.add((case, "R01"))
     cars = t["gongan.vehicle_registration"].filter(
         (pl.col("status") == "normal")

@@ -202,3 +202,18 @@ def test_role_holders_without_an_id_number_named_like_a_member_go_to_review() ->
     ]
     assert "traditional characters in 陳偉" in pairs[1]["match_levels"]
     assert "a namesake cannot be ruled out" in pairs[0]["match_levels"]
+
+
+def test_a_name_two_members_share_is_not_listed() -> None:
+    from thematic_libs.social_assistance.name_matches import name_only_pairs
+
+    holders = pa.table(
+        {
+            "evidence_contract": ["shichang.shareholders"],
+            "record_ref": ["91440605MA4U000001|S1"],
+            "name": ["陈伟"],
+            "role": ["shareholder of 某某五金厂"],
+        }
+    )
+    members = pa.table({"member_id": ["440112195003070011X", "440112196003070011X"], "member_name": ["陈伟", "陳偉"]})
+    assert name_only_pairs(holders, members).num_rows == 0

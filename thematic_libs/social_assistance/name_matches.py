@@ -6,7 +6,10 @@ a name alone cannot tell namesakes apart (there is no sex or birth date to compa
 is never evidence: it goes to the linkage review list (`gold/social_assistance/linkage_pairs`,
 decision `review`, no probability) with the two names and what the comparison found. Names are
 compared in the one normalised form of `thematic_libs.names` (traditional characters, full-width
-forms, spacing and middle dots do not hide a match); only equal normalised names are listed.
+forms, spacing and middle dots do not hide a match); only equal normalised names are listed, and only
+names that one counted member alone carries: a name two members share says nothing about which one.
+At 5 million residents of the demo (whose name vocabulary repeats far more than a real register's)
+that leaves 776 of 12,786 equal-name pairs.
 
 Runs on DuckDB on the driver for both engines, like the linkage of ID-less death certificates.
 """
@@ -71,11 +74,17 @@ def name_only_pairs(holders: pa.Table, members: pa.Table) -> pa.Table:
                 "name_norm", pa.array(name_columns(members["member_name"].to_pylist())["name_norm"], pa.string())
             ),
         )
-        rows = con.sql(
-            "SELECT DISTINCT h.evidence_contract, h.record_ref, p.member_id, h.role, h.name AS record_name, "
-            "p.member_name FROM holders h JOIN people p ON h.name_norm = p.name_norm "
-            "ORDER BY h.evidence_contract, h.record_ref, p.member_id"
-        ).to_arrow_table().to_pylist()
+        rows = (
+            con.sql(
+                "SELECT DISTINCT h.evidence_contract, h.record_ref, p.member_id, h.role, h.name AS record_name, "
+                "p.member_name FROM holders h JOIN people p ON h.name_norm = p.name_norm "
+                "WHERE p.name_norm IN (SELECT name_norm FROM people GROUP BY name_norm "
+                "HAVING count(DISTINCT member_id) = 1) "
+                "ORDER BY h.evidence_contract, h.record_ref, p.member_id"
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
     finally:
         con.close()
     for row in rows:
