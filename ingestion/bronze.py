@@ -8,6 +8,7 @@ so a killed process leaves nothing visible and the next run ends exactly like a 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,10 +27,13 @@ from ingestion.landing import (
     verify_checksums,
 )
 from ingestion.ledger import (
+    SNAPSHOT_SHRINK,
     LedgerEntry,
     append_once,
     batch_transaction,
     now_utc,
+    read_confirmations,
+    read_ledger,
     write_ledger,
     write_quarantine,
 )
@@ -38,6 +42,7 @@ from ingestion.validation import Validated, raw_records, validate
 from ingestion.warehouse import Warehouse
 
 DEFAULT_REJECT_SHARE = 0.05
+DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ def ingest_batch(
 ) -> BatchOutcome:
     """Land one batch directory; never raises for bad data, only for platform failures.
 
-    `on_validated` sees every batch that was read and checked (the quality suites run there).
+    `on_validated` sees every batch that was read and checked (the quality suites run there), before the
+    batch is committed: what it writes must be idempotent per batch.
     """
     if not batch_dir.is_complete:
         return BatchOutcome(batch_dir.contract_id, batch_dir.batch_id, "waiting", "no _manifest.json yet")
@@ -80,10 +86,12 @@ def ingest_batch(
     except BatchRejected as rejected:
         _reject(warehouse, batch_dir, rejected, batch)
         return BatchOutcome(batch.contract.id, batch.batch_id, "rejected", rejected.message)
-    outcome = _land(batch, validated, warehouse, reject_share)
+    # One commit point, the ledger row, written last: the quality results, bronze rows and quarantine rows
+    # are each committed once per batch (Delta application transactions) before it, so a process killed at
+    # any boundary leaves a batch the ledger does not know, and the next run completes it without doubles.
     if on_validated is not None:
         on_validated(batch, validated)
-    return outcome
+    return _land(batch, validated, warehouse, reject_share)
 
 
 def _read_and_validate(batch: Batch) -> Validated:
@@ -184,6 +192,74 @@ def bronze_rows(batch: Batch, validated: Validated) -> pl.DataFrame:
     )
 
 
+def max_snapshot_shrink() -> float:
+    """Share of the current rows a snapshot may remove before it is held (YIWANG_MAX_SNAPSHOT_SHRINK, 0.5)."""
+    return float(os.environ.get("YIWANG_MAX_SNAPSHOT_SHRINK", DEFAULT_MAX_SNAPSHOT_SHRINK))
+
+
+def _snapshot_guard(batch: Batch, rows: int, warehouse: Warehouse) -> tuple[str | None, str]:
+    """(why the snapshot is held, or None; how it was confirmed, or "").
+
+    A snapshot replaces the dataset: an empty one, or one with fewer than (1 - max share) of the rows of
+    the last loaded snapshot, looks exactly like an export that failed upstream, so it is held as
+    `rejected` (rule snapshot_shrink) until the sender sets `"confirm_shrink": true` in the manifest or a
+    data officer runs `yiwang batches confirm`."""
+    contract = batch.contract
+    ledger = read_ledger(warehouse).filter(
+        (pl.col("contract_id") == contract.id)
+        & (pl.col("status") == "loaded")
+        & (pl.col("mode") == "snapshot")
+        & (pl.col("batch_ordinal") < batch_ordinal(batch.batch_id))
+    )
+    previous = ledger.sort("batch_ordinal").tail(1)
+    current = int(previous["rows_loaded"][0]) if previous.height else 0
+    share = max_snapshot_shrink()
+    if rows > 0 and (current == 0 or (current - rows) / current <= share):
+        return None, ""
+    confirmations = read_confirmations(warehouse).filter(
+        (pl.col("contract_id") == contract.id) & (pl.col("batch_id") == batch.batch_id)
+    )
+    if confirmations.height:
+        c = confirmations.row(0, named=True)
+        return None, f"snapshot shrink confirmed by {c['confirmed_by']} ({c['reason']})"
+    if batch.confirm_shrink:
+        return None, "snapshot shrink confirmed by the sender (manifest confirm_shrink)"
+    since = f" of the last loaded snapshot {previous['batch_id'][0]}" if previous.height else ""
+    what = (
+        "an empty snapshot would delete every row of the dataset"
+        if rows == 0
+        else f"this snapshot of {rows:,} rows would delete {current - rows:,} of the {current:,} rows{since} "
+        f"({(current - rows) / current:.0%}, more than the {share:.0%} allowed)"
+    )
+    return (
+        f"held: {what}. An export that failed upstream looks like this: check with the sender. If it is "
+        f'right, set "confirm_shrink": true in its _manifest.json and resend, or run `yiwang batches confirm '
+        f"{contract.id} {batch.batch_id} --reason ...`; the next run loads it",
+        "",
+    )
+
+
+def _entry(
+    batch: Batch, status: str, reason: str | None, loaded: int, bad: int, rule: str | None, delivered: int
+) -> LedgerEntry:
+    return LedgerEntry(
+        contract_id=batch.contract.id,
+        batch_id=batch.batch_id,
+        status=status,
+        reason=reason,
+        rows_loaded=loaded,
+        rows_quarantined=bad,
+        processed_at=now_utc(),
+        rule=rule,
+        contract_version=batch.contract.version,
+        source_level=batch.dir.level,
+        mode=batch.mode,
+        extracted_at=batch.extracted_at,
+        rows_delivered=delivered,
+        batch_ordinal=batch_ordinal(batch.batch_id),
+    )
+
+
 def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share: float) -> BatchOutcome:
     contract = batch.contract
     bad = validated.bad_records
@@ -200,6 +276,14 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
     elif bad:
         reason = f"{bad} of {validated.records} records quarantined ({share:.1%}); the other rows loaded"
     loaded = 0 if rejected else validated.good.height
+    attempt = ""
+    if batch.mode == "snapshot" and not rejected:
+        held, attempt = _snapshot_guard(batch, loaded, warehouse)
+        if held is not None:
+            write_ledger(warehouse, _entry(batch, "rejected", held, 0, 0, SNAPSHOT_SHRINK, validated.records))
+            return BatchOutcome(contract.id, batch.batch_id, "rejected", held, 0, 0)
+        if attempt:
+            reason = f"{reason + '; ' if reason else ''}{attempt}"
     if loaded:
         table = bronze_table(contract)
         append_once(
@@ -211,23 +295,8 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
             schema=contract.bronze_schema(),
         )
     write_quarantine(warehouse, contract.id, batch.batch_id, quarantine)
-    write_ledger(
-        warehouse,
-        LedgerEntry(
-            contract_id=contract.id,
-            batch_id=batch.batch_id,
-            status="rejected" if rejected else "loaded",
-            reason=reason,
-            rows_loaded=loaded,
-            rows_quarantined=bad,
-            processed_at=now_utc(),
-            rule="too_many_bad_rows" if rejected else None,
-            contract_version=contract.version,
-            source_level=batch.dir.level,
-            mode=batch.mode,
-            extracted_at=batch.extracted_at,
-            rows_delivered=validated.records,
-            batch_ordinal=batch_ordinal(batch.batch_id),
-        ),
-    )
+    status = "rejected" if rejected else "loaded"
+    rule = "too_many_bad_rows" if rejected else None
+    entry = _entry(batch, status, reason, loaded, bad, rule, validated.records)
+    write_ledger(warehouse, entry, attempt="confirmed" if attempt else "")
     return BatchOutcome(contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad)

@@ -73,6 +73,8 @@ class Batch:
     extracted_at: datetime
     encoding: str
     parts: tuple[PartFile, ...]
+    # The manifest's `confirm_shrink: true`: the sender knows this snapshot removes many rows (or is empty).
+    confirm_shrink: bool = False
 
     @property
     def batch_id(self) -> str:
@@ -191,6 +193,7 @@ def open_batch(batch_dir: BatchDir, checksums: bool = True) -> Batch:
         contract=contract,
         mode=mode,
         extracted_at=_parse_extracted_at(manifest.get("extracted_at")),
+        confirm_shrink=manifest.get("confirm_shrink") is True,
         encoding=ENCODINGS[encoding_name],
         parts=parts,
     )

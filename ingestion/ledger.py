@@ -108,10 +108,47 @@ def append_once(
     )
 
 
-def write_ledger(warehouse: Warehouse, entry: LedgerEntry) -> None:
+def write_ledger(warehouse: Warehouse, entry: LedgerEntry, attempt: str = "") -> None:
+    """Append a batch's ledger row once. `attempt` names a later decision on a batch the ledger already
+    holds (a confirmed snapshot), which gets a row of its own."""
     row = {f.name: [getattr(entry, f.name)] for f in LEDGER_SCHEMA}
     table = pa.Table.from_pydict(row, schema=LEDGER_SCHEMA)
-    append_once(warehouse, BATCH_LEDGER, table, batch_transaction(BATCH_LEDGER, entry.contract_id, entry.batch_id))
+    batch = f"{entry.batch_id}#{attempt}" if attempt else entry.batch_id
+    append_once(warehouse, BATCH_LEDGER, table, batch_transaction(BATCH_LEDGER, entry.contract_id, batch))
+
+
+# A data officer's confirmation that a held snapshot (empty, or removing many rows) is right.
+CONFIRMATIONS = "ops/batch_confirmations"
+CONFIRMATION_SCHEMA = pa.schema(
+    [
+        pa.field("contract_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("confirmed_by", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("confirmed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+SNAPSHOT_SHRINK = "snapshot_shrink"
+
+
+def write_confirmation(warehouse: Warehouse, contract_id: str, batch_id: str, confirmed_by: str, reason: str) -> None:
+    row = {
+        "contract_id": [contract_id],
+        "batch_id": [batch_id],
+        "confirmed_by": [confirmed_by],
+        "reason": [reason],
+        "confirmed_at": [now_utc()],
+    }
+    table = pa.Table.from_pydict(row, schema=CONFIRMATION_SCHEMA)
+    append_once(warehouse, CONFIRMATIONS, table, batch_transaction(CONFIRMATIONS, contract_id, batch_id))
+
+
+def read_confirmations(warehouse: Warehouse) -> pl.DataFrame:
+    if not warehouse.exists(CONFIRMATIONS):
+        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(CONFIRMATION_SCHEMA.empty_table()).schema))
+    frame = pl.from_arrow(warehouse.table(CONFIRMATIONS).to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def write_quarantine(warehouse: Warehouse, contract_id: str, batch_id: str, rows: pl.DataFrame) -> None:

@@ -6,18 +6,29 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from ingestion.bronze import DEFAULT_REJECT_SHARE, BatchOutcome, ingest_batch
 from ingestion.contract import Contract, load_contracts
 from ingestion.landing import Batch, BatchDir, find_batches
-from ingestion.ledger import read_ledger
+from ingestion.ledger import SNAPSHOT_SHRINK, read_confirmations, read_ledger
 from ingestion.validation import Validated
 from ingestion.warehouse import Warehouse
 
 
 def seen_batches(warehouse: Warehouse) -> set[tuple[str, str]]:
-    """(contract_id, batch_id) of every batch the ledger holds, loaded or rejected."""
+    """(contract_id, batch_id) of every batch the ledger has decided, loaded or rejected; a snapshot held
+    for shrinking is decided again once a data officer has confirmed it (`yiwang batches confirm`)."""
     ledger = read_ledger(warehouse)
-    return set(zip(ledger["contract_id"].to_list(), ledger["batch_id"].to_list(), strict=True))
+    seen = set(zip(ledger["contract_id"].to_list(), ledger["batch_id"].to_list(), strict=True))
+    confirmed = read_confirmations(warehouse)
+    if confirmed.height:
+        held = ledger.group_by("contract_id", "batch_id").agg(
+            (pl.col("rule") == SNAPSHOT_SHRINK).fill_null(False).all().alias("only_held")
+        )
+        reopened = held.filter(pl.col("only_held")).join(confirmed, on=["contract_id", "batch_id"])
+        seen -= set(zip(reopened["contract_id"].to_list(), reopened["batch_id"].to_list(), strict=True))
+    return seen
 
 
 def pending_batches(landing: Path, warehouse: Warehouse, contract_id: str | None = None) -> list[BatchDir]:

@@ -7,10 +7,12 @@ committed; without the key a pseudonym cannot be reversed or recomputed from a g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -42,13 +44,59 @@ class Pseudonymiser:
         For the embedded default a key file is generated once, locally, with owner-only permissions.
         """
         if os.environ.get(KEY_ENV):
-            return cls(bytes.fromhex(os.environ[KEY_ENV]))
+            try:
+                return cls(bytes.fromhex(os.environ[KEY_ENV]))
+            except ValueError as error:
+                raise PseudonymKeyError(
+                    f"{KEY_ENV} is not a usable key ({error}); set it to at least {MIN_KEY_BYTES} bytes of hex"
+                ) from None
         path = Path(os.environ.get(KEY_FILE_ENV) or default_key_file or "")
         if not str(path) or str(path) == ".":
-            raise RuntimeError(f"no pseudonym key: set {KEY_ENV} (hex) or {KEY_FILE_ENV}")
+            raise PseudonymKeyError(f"no pseudonym key: set {KEY_ENV} (hex) or {KEY_FILE_ENV}")
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return cls(bytes.fromhex(path.read_text().strip()))
+            create_key_file(path)
+        return cls(read_key_file(path))
+
+
+class PseudonymKeyError(RuntimeError):
+    """A pseudonym key that is missing, unreadable, empty or too short: one line naming where it is."""
+
+
+def create_key_file(path: Path) -> None:
+    """Create a new random key at `path` atomically: written to a temporary file in the same folder, fsynced,
+    then linked into place, so that concurrent creators end with one key and no reader sees half of one
+    (the loser of the race keeps the winner's key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(handle, 0o600)
+        os.write(handle, secrets.token_hex(32).encode())
+        os.fsync(handle)
+        os.close(handle)
+        with contextlib.suppress(FileExistsError):  # another process created the key first: keep theirs
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in `path` (hex), or one clear error naming the file and what to do."""
+    what_to_do = (
+        f"delete it to have a new key generated (every `_key` column changes: rebuild silver), or restore the "
+        f"key it held, or set {KEY_ENV}"
+    )
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise PseudonymKeyError(f"pseudonym key file {path} cannot be read ({error}); {what_to_do}") from None
+    if not text:
+        raise PseudonymKeyError(f"pseudonym key file {path} is empty; {what_to_do}")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise PseudonymKeyError(f"pseudonym key file {path} does not hold a hex key; {what_to_do}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise PseudonymKeyError(
+            f"pseudonym key file {path} holds {len(key)} bytes, fewer than {MIN_KEY_BYTES}; {what_to_do}"
+        )
+    return key

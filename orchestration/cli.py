@@ -73,16 +73,25 @@ def run(
     if not settings.landing.is_dir():
         console.print(f"[red]landing zone {settings.landing} does not exist[/]")
         raise typer.Exit(2)
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
-    ok = _execute(settings)
-    _print_summary(settings, started, time.perf_counter() - clock)
+    from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
+
+    try:
+        with run_lock(settings.warehouse, settings.home):
+            started = datetime.now(UTC)
+            clock = time.perf_counter()
+            ok, skipped = _execute(settings)
+            _print_summary(settings, started, time.perf_counter() - clock)
+    except RunLockHeld as held:
+        raise _fail(str(held), LOCKED) from None
+    for asset, reason in skipped.items():
+        console.print(f"[yellow]skipped[/] {asset}: {reason}")
     if not ok:
         console.print("[red]The platform run failed (see the errors above); bad data alone never does this.[/]")
         raise typer.Exit(1)
 
 
-def _execute(settings) -> bool:
+def _execute(settings) -> tuple[bool, dict[str, str]]:
+    """Run the platform job in process: (success, {asset: why it was skipped})."""
     from dagster import DagsterInstance
 
     from orchestration.definitions import PLATFORM_JOB, build_definitions
@@ -96,10 +105,27 @@ def _execute(settings) -> bool:
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
+    skipped: dict[str, str] = {}
     for event in result.all_events:
         if event.is_step_failure:
-            console.print(f"[red]step failed:[/] {event.step_key}: {event.event_specific_data.error.message}")
-    return result.success
+            console.print(f"[red]step failed:[/] {event.step_key}: {root_cause(event.event_specific_data.error)}")
+        elif event.is_step_materialization:
+            materialization = event.event_specific_data.materialization
+            reason = materialization.metadata.get("skipped")
+            if reason is not None:
+                skipped[materialization.asset_key.to_user_string()] = str(reason.value)
+    return result.success, skipped
+
+
+def root_cause(error) -> str:
+    """The innermost error of a Dagster step failure (the exception the asset raised), in one line.
+
+    Dagster wraps it as "Error occurred while executing op ..."; the person reading the summary needs the
+    asset's own message, not the wrapper."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = [line for line in (error.message or "").splitlines() if line.strip()]
+    return lines[0].strip() if lines else str(error.cls_name)
 
 
 def _has_dagster_home() -> bool:
@@ -260,6 +286,41 @@ def _key(settings):
     return Pseudonymiser.from_environment(default_key_file=settings.key_file)
 
 
+batches_app = typer.Typer(help="Batches a data officer decides on.", no_args_is_help=True)
+app.add_typer(batches_app, name="batches")
+
+
+@batches_app.command("confirm")
+def batches_confirm(
+    contract_id: str = typer.Argument(..., help="The contract, e.g. minzheng.assistance_cases."),
+    batch_id: str = typer.Argument(..., help="The held snapshot's batch id (yiwang ledger --rejected)."),
+    reason: str = typer.Option(..., "--reason", help="Why the shrink is right (kept with the confirmation)."),
+    by: str | None = typer.Option(None, "--by", help="Who confirms (default: the login name)."),
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+) -> None:
+    """Confirm a snapshot held for being empty or removing many rows; the next run loads it."""
+    import getpass
+
+    from ingestion.ledger import SNAPSHOT_SHRINK, read_ledger, write_confirmation
+    from ingestion.warehouse import Warehouse
+    from orchestration.settings import Settings
+
+    store = Warehouse.at(warehouse or Settings.from_env().warehouse)
+    rows = read_ledger(store).filter((pl.col("contract_id") == contract_id) & (pl.col("batch_id") == batch_id))
+    if rows.height == 0:
+        raise _fail(f"the ledger has no batch {contract_id} {batch_id}; see `yiwang ledger --rejected` for held ones")
+    if rows.filter(pl.col("status") == "loaded").height:
+        raise _fail(f"{contract_id} {batch_id} is already loaded; nothing to confirm")
+    if rows.filter(pl.col("rule") == SNAPSHOT_SHRINK).height == 0:
+        raise _fail(
+            f"{contract_id} {batch_id} was rejected for another reason ({rows['rule'][0]}): only a held snapshot "
+            "can be confirmed; fix the batch and resend it"
+        )
+    who = by or getpass.getuser()
+    write_confirmation(store, contract_id, batch_id, who, reason)
+    console.print(f"confirmed {contract_id} {batch_id} by {who}: the next `yiwang run` loads it")
+
+
 tickets_app = typer.Typer(help="The dispatch table gold/dispatch/tickets.", no_args_is_help=True)
 app.add_typer(tickets_app, name="tickets")
 
@@ -317,7 +378,7 @@ def _models_dir(models: Path | None) -> Path:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
 
 

@@ -18,7 +18,7 @@ from ingestion.warehouse import Warehouse
 from orchestration.ingestion_assets import bronze_key
 from orchestration.resources import PlatformResource
 from thematic_libs.social_assistance.gold import FLAGS_TABLE, LINKAGE_TABLE, REVIEW_TABLE, SUMMARY_TABLE
-from thematic_libs.social_assistance.rules import INPUT_CONTRACTS
+from thematic_libs.social_assistance.rules import INPUT_CONTRACTS, CrosscheckError
 from thematic_libs.social_assistance.run import run_crosscheck
 
 
@@ -69,7 +69,18 @@ def crosscheck(context: AssetExecutionContext, platform: PlatformResource):
         for spec in context.selected_asset_keys:
             yield MaterializeResult(asset_key=spec, metadata={"note": "no data"})
         return
-    result = run_crosscheck(warehouse, as_of, run_id=context.run_id, key=platform.pseudonymiser())
+    try:
+        result = run_crosscheck(warehouse, as_of, run_id=context.run_id, key=platform.pseudonymiser())
+    except CrosscheckError as error:
+        # One department's missing or rejected data must not stop the run: the last good rows stay (and
+        # the tickets built from them); the summary names what was skipped and why.
+        context.log.warning(f"cross-check as of {as_of} skipped: {error}")
+        for spec in context.selected_asset_keys:
+            yield MaterializeResult(
+                asset_key=spec,
+                metadata={"skipped": f"cross-check as of {as_of}: {error}", "note": "last good output kept"},
+            )
+        return
     common = {"as_of": as_of.isoformat(), "engine": result.engine, "seconds": result.seconds}
     yield MaterializeResult(
         asset_key=AssetKey(FLAGS_TABLE.split("/")),

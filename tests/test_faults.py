@@ -1,0 +1,298 @@
+"""The batch path under faults: held snapshots, kills at every commit boundary, one run at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from landing_kit import write_batch
+
+from ingestion.contract import get_contract
+from ingestion.ledger import SNAPSHOT_SHRINK, read_ledger
+from ingestion.pipeline import ingest_contract
+from ingestion.silver import apply_silver, silver_table
+from ingestion.warehouse import Warehouse
+from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
+
+REPO = Path(__file__).resolve().parent.parent
+CASES = "minzheng.assistance_cases"
+KEY = b"faults-test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def demo_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ingestion.demo import generate_landing_zone
+
+    landing = tmp_path_factory.mktemp("faults") / "landing"
+    generate_landing_zone(landing, scale=0.05, seed=3, progress=False)
+    return landing
+
+
+def _latest_part(landing: Path, contract_id: str) -> tuple[str, bytes]:
+    contract = get_contract(contract_id)
+    folder = landing / contract.source_level / contract.department / contract.dataset
+    latest = sorted(p for p in folder.iterdir() if (p / "_manifest.json").exists())[-1]
+    return latest.name, (latest / "part-00000.csv").read_bytes()
+
+
+def _snapshot(landing: Path, batch_id: str, body_lines: list[bytes], header: bytes, **manifest: object) -> None:
+    body = b"".join([header, *body_lines])
+    write_batch(
+        landing,
+        CASES,
+        batch_id,
+        [{}] * len(body_lines),
+        raw_body=body,
+        mode="snapshot",
+        manifest_overrides=manifest or None,
+    )
+
+
+def _silver_rows(warehouse: Warehouse) -> int:
+    return warehouse.table(silver_table(get_contract(CASES))).to_pyarrow_table(columns=["case_id"]).num_rows
+
+
+def test_empty_and_shrinking_snapshots_are_held_then_confirmed(demo_landing: Path, tmp_path: Path) -> None:
+    from ingestion.pseudonym import Pseudonymiser
+
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_landing, landing)
+    warehouse = Warehouse.at(tmp_path / "warehouse")
+    pseudonymiser = Pseudonymiser(KEY)
+    contract = get_contract(CASES)
+    ingest_contract(contract, landing, warehouse)
+    apply_silver(contract, warehouse, pseudonymiser)
+    before = _silver_rows(warehouse)
+    _, part = _latest_part(landing, CASES)
+    header, *lines = part.splitlines(keepends=True)
+    assert before > 20 and len(lines) >= before
+
+    # An export that failed upstream: an empty snapshot. Held, silver untouched.
+    _snapshot(landing, "20261130T030000", [], header)
+    # A snapshot with a third of the rows: held too.
+    _snapshot(landing, "20261201T030000", lines[: len(lines) // 3], header)
+    outcomes = {o.batch_id: o for o in ingest_contract(contract, landing, warehouse)}
+    for batch_id in ("20261130T030000", "20261201T030000"):
+        assert outcomes[batch_id].status == "rejected", outcomes[batch_id]
+    assert "empty snapshot would delete every row" in outcomes["20261130T030000"].reason
+    assert (
+        "would delete" in outcomes["20261201T030000"].reason
+        and "yiwang batches confirm" in outcomes["20261201T030000"].reason
+    )
+    ledger = read_ledger(warehouse).filter(pl.col("batch_id").is_in(["20261130T030000", "20261201T030000"]))
+    assert set(ledger["rule"]) == {SNAPSHOT_SHRINK}
+    apply_silver(contract, warehouse, pseudonymiser)
+    assert _silver_rows(warehouse) == before
+    assert ingest_contract(contract, landing, warehouse) == []  # held batches stay decided until confirmed
+
+    # A data officer confirms the shrinking one: the next ingestion loads it, and the ledger says who and why.
+    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "USER": "officer-li"}
+    confirm = [sys.executable, "-m", "orchestration.cli", "batches", "confirm", CASES]
+    common = ["--warehouse", str(warehouse.root)]
+    done = subprocess.run(
+        [*confirm, "20261201T030000", "--reason", "cases closed in the annual review", *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    refused = subprocess.run(
+        [*confirm, "20261299T000000", "--reason", "x", *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2 and "no batch" in refused.stderr and "Traceback" not in refused.stderr
+    outcomes = {o.batch_id: o for o in ingest_contract(contract, landing, warehouse)}
+    assert outcomes["20261201T030000"].status == "loaded"
+    assert "confirmed by officer-li (cases closed in the annual review)" in outcomes["20261201T030000"].reason
+    apply_silver(contract, warehouse, pseudonymiser)
+    assert _silver_rows(warehouse) == len(lines) // 3
+
+    # A sender who knows: confirm_shrink in the manifest loads at once.
+    _snapshot(landing, "20261202T030000", lines[:5], header, confirm_shrink=True)
+    outcomes = {o.batch_id: o for o in ingest_contract(contract, landing, warehouse)}
+    assert outcomes["20261202T030000"].status == "loaded"
+    assert "confirmed by the sender" in outcomes["20261202T030000"].reason
+
+
+KILLER = """
+import os, sys
+from pathlib import Path
+import ingestion.ledger as ledger
+from ingestion.contract import get_contract
+from ingestion.pipeline import ingest_contract
+from ingestion.warehouse import Warehouse
+from quality.runner import QualityRecorder
+
+limit, commits = int(sys.argv[3]), [0]
+original = ledger.append_frame
+
+def append_then_die(*args, **kwargs):
+    written = original(*args, **kwargs)
+    if written:
+        commits[0] += 1
+        if commits[0] == limit:
+            os._exit(137)  # as a kill: no cleanup, no flush
+    return written
+
+ledger.append_frame = append_then_die
+warehouse = Warehouse.at(sys.argv[2])
+ingest_contract(get_contract(sys.argv[4]), Path(sys.argv[1]), warehouse, on_validated=QualityRecorder(warehouse))
+print("commits", commits[0])
+"""
+
+
+def _ingest(landing: Path, warehouse: Path, contract_id: str, kill_after: int = 0) -> subprocess.CompletedProcess:
+    # A script file, not `python -c`: pyspark (imported by Great Expectations) takes a main module without a
+    # file for a doctest run and exits.
+    script = warehouse.parent / "ingest_and_die.py"
+    script.write_text(KILLER, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, str(script), str(landing), str(warehouse), str(kill_after), contract_id],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _contents(warehouse: Path) -> dict[str, list]:
+    """Every table the batch path writes, as sorted rows without the columns that hold wall-clock times."""
+    from deltalake import DeltaTable
+
+    out = {}
+    for log in sorted(warehouse.glob("**/_delta_log")):
+        table = pl.from_arrow(DeltaTable(str(log.parent)).to_pyarrow_table())
+        clocks = [c for c in table.columns if c in ("processed_at", "quarantined_at", "run_at", "_ingested_at")]
+        rows = table.drop(clocks)
+        out[log.parent.relative_to(warehouse).as_posix()] = sorted(map(str, rows.rows()))
+    return out
+
+
+def test_a_kill_at_every_commit_boundary_then_a_normal_run_equals_a_clean_run(
+    demo_landing: Path, tmp_path: Path
+) -> None:
+    contract_id = "zhengshu.grid_registry"  # several snapshots, quarantined rows, quality results
+    clean = tmp_path / "clean"
+    done = _ingest(demo_landing, clean, contract_id)
+    assert done.returncode == 0, done.stderr
+    commits = int(done.stdout.split()[-1])
+    assert commits >= 4  # quality results, bronze, quarantine, ledger of at least one batch
+    expected = _contents(clean)
+    assert {"ops/quality_results", "ops/batch_ledger", "quarantine/rows"} <= set(expected)
+    for boundary in range(1, commits + 1):
+        killed = tmp_path / f"killed-{boundary}"
+        died = _ingest(demo_landing, killed, contract_id, kill_after=boundary)
+        assert died.returncode == 137, (boundary, died.stderr[-2000:])
+        again = _ingest(demo_landing, killed, contract_id)
+        assert again.returncode == 0, again.stderr
+        assert _contents(killed) == expected, f"after a kill at commit {boundary} of {commits}"
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from orchestration.run_lock import run_lock
+with run_lock(sys.argv[1], Path(sys.argv[2])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_run_at_a_time(tmp_path: Path) -> None:
+    warehouse, home = str(tmp_path / "warehouse"), tmp_path / "home"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, warehouse, str(home)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockHeld, match=rf"pid {holder.pid} on .* since 20\d\d-"), run_lock(warehouse, home):
+            pass
+        env = {**os.environ, "YIWANG_HOME": str(home)}
+        (tmp_path / "landing").mkdir()
+        second = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "yiwang"),
+                "run",
+                "--landing",
+                str(tmp_path / "landing"),
+                "--warehouse",
+                warehouse,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert second.returncode == LOCKED, second.stdout + second.stderr
+        assert second.stderr.count("\n") == 1 and "another run holds the warehouse" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # A killed run leaves no stale lock: the kernel released it with the process.
+    with run_lock(warehouse, home) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    time.sleep(0)
+
+
+def test_a_failed_steps_own_message_reaches_the_console() -> None:
+    from types import SimpleNamespace
+
+    from orchestration.cli import root_cause
+
+    inner = SimpleNamespace(
+        message="ValueError: pseudonym key file /x/pseudonym.key is empty; delete it\n",
+        cls_name="ValueError",
+        cause=None,
+    )
+    wrapper = SimpleNamespace(
+        message='dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op "silver"\n',
+        cls_name="DagsterExecutionStepExecutionError",
+        cause=inner,
+    )
+    assert root_cause(wrapper) == "ValueError: pseudonym key file /x/pseudonym.key is empty; delete it"
+
+
+@pytest.mark.slow
+def test_a_missing_crosscheck_input_skips_the_crosscheck_and_nothing_else(demo_landing: Path, tmp_path: Path) -> None:
+    """Without any assistance-cases batch the cross-check cannot judge anything: the run says so, keeps going,
+    builds every other feed's tickets and exits 0 (a department's data is never fatal)."""
+    from deltalake import DeltaTable
+
+    landing = tmp_path / "landing"
+    shutil.copytree(demo_landing, landing)
+    contract = get_contract(CASES)
+    shutil.rmtree(landing / contract.source_level / contract.department / contract.dataset)
+    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", "2026-11-15"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "skipped gold/social_assistance/crosscheck_flags: cross-check as of 2026-11-15" in done.stdout
+    assert "minzheng.assistance_cases" in done.stdout
+    tickets = DeltaTable(str(tmp_path / "home" / "warehouse" / "gold" / "dispatch" / "tickets")).to_pyarrow_table()
+    assert {"hotline", "grid_report", "enterprise_appeal"} <= set(tickets["source"].to_pylist())

@@ -1,0 +1,49 @@
+"""The pseudonym key: created atomically by concurrent processes, and one clear error for a bad key file."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from ingestion.pseudonym import Pseudonymiser, PseudonymKeyError, read_key_file
+
+
+def _create(path: str) -> str:
+    try:
+        return Pseudonymiser.from_environment(default_key_file=Path(path)).pseudonym("110101199003070011")
+    except Exception as error:  # reported back to the test, which fails on any
+        return f"failed: {type(error).__name__}: {error}"
+
+
+def test_concurrent_creators_end_with_one_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("YIWANG_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("YIWANG_PSEUDONYM_KEY_FILE", raising=False)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(8) as pool:
+        for trial in range(30):  # 300 creations, ten racing on each fresh key file
+            results = pool.map(_create, [str(tmp_path / f"key-{trial}" / "pseudonym.key")] * 10)
+            assert not [r for r in results if r.startswith("failed")], results
+            assert len(set(results)) == 1, results
+    assert not list(tmp_path.glob("*/.pseudonym.key.*"))  # no temporary file left behind
+    assert oct((tmp_path / "key-0" / "pseudonym.key").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), (b"zz-not-hex", "does not hold a hex key"), (b"abcd", "holds 2 bytes, fewer than 16")],
+)
+def test_a_bad_key_file_is_one_clear_error_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(content)
+    with pytest.raises(PseudonymKeyError, match=message) as raised:
+        read_key_file(path)
+    assert str(path) in str(raised.value) and "delete it" in str(raised.value)
+
+
+def test_an_unreadable_key_file_names_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "pseudonym.key"
+    folder.mkdir()  # a folder where the key should be: cannot be read as a file
+    with pytest.raises(PseudonymKeyError, match="cannot be read"):
+        read_key_file(folder)
