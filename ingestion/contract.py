@@ -66,6 +66,7 @@ class Column:
     allowed_values: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    max_length: int | None = None  # logicalTypeOptions.maxLength, in characters
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -213,6 +214,7 @@ def _column(raw: dict, contract_id: str) -> Column:
         description=raw.get("description", ""),
         primary_key_position=raw.get("primaryKeyPosition") if raw.get("primaryKey") else None,
         pattern=pattern,
+        max_length=int(options["maxLength"]) if options.get("maxLength") is not None else None,
         allowed_values=allowed,
         minimum=options.get("minimum"),
         maximum=options.get("maximum"),

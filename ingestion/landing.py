@@ -199,6 +199,9 @@ def open_batch(batch_dir: BatchDir, checksums: bool = True) -> Batch:
     )
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
 def _check_parts(batch_dir: BatchDir, contract: Contract, files: object, verify: bool) -> tuple[PartFile, ...]:
     if not isinstance(files, list) or not files:
         raise BatchRejected("manifest", "the manifest lists no files")
@@ -208,7 +211,13 @@ def _check_parts(batch_dir: BatchDir, contract: Contract, files: object, verify:
             raise BatchRejected("manifest", f"file entry {entry!r} needs name, rows and sha256")
         name = str(entry["name"])
         path = batch_dir.path / name
-        if "/" in name or "\\" in name or not path.is_file():
+        if not _PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+            raise BatchRejected(
+                "illegal_name",
+                f"part name {name!r} in the manifest is not a plain file name inside the batch folder (no path, "
+                "no '..', letters, digits, '.', '_' and '-' only); name the parts part-00000.csv and so on and resend",
+            )
+        if not path.is_file():
             raise BatchRejected("missing_part", f"part {name!r} named in the manifest is missing; resend the batch")
         fmt = FORMATS.get(path.suffix.lower())
         if fmt != contract.file_format:

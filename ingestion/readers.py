@@ -409,9 +409,12 @@ def _read_csv_exact(part: PartFile, contract: Contract, encoding: str) -> ReadRe
             "columns", f"{part.name}: the header row cannot be parsed (a line break inside it?); send one header line"
         )
     if not header or header == [""]:
-        if text.strip() == "":
-            return ReadResult(_empty(contract, part.name), [])
-        raise BatchRejected("columns", f"{part.name}: the header row is missing")
+        raise BatchRejected(
+            "columns",
+            f"{part.name}: the header row is missing"
+            + (" (the file is empty)" if text.strip() == "" else "")
+            + "; a CSV part starts with the contract's column names, even when it holds no records",
+        )
     _check_columns(contract, header, part.name)
     data = text.encode("utf-8") if encoding != "utf-8" else part.path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     bad: list[pacsv.InvalidRow] = []
@@ -582,6 +585,20 @@ def _empty(contract: Contract, part: str) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
 
+def unterminated_quote_line(part: PartFile) -> int | None:
+    """The line of a CSV part on which a quoted field opens and never closes, or None. In RFC 4180 a quote
+    inside a quoted field is doubled, so quotes pair up; an odd count means one was left open."""
+    data = part.path.read_bytes()
+    if data.count(b'"') % 2 == 0:
+        return None
+    is_open, opened = False, 0
+    for position in (i for i, byte in enumerate(data) if byte == 0x22):
+        if not is_open:
+            opened = position
+        is_open = not is_open
+    return data.count(b"\n", 0, opened) + 1
+
+
 def read_batch(batch: Batch) -> ReadResult:
     """All parts of a batch, concatenated, with the row counts checked against the manifest."""
     frames: list[pl.DataFrame] = []
@@ -593,6 +610,13 @@ def read_batch(batch: Batch) -> ReadResult:
             result = _read_jsonl(part, batch.contract, batch.encoding)
         else:
             result = _read_parquet(part, batch.contract)
+        if result.records != part.rows and part.format == "csv" and (line := unterminated_quote_line(part)):
+            raise BatchRejected(
+                "malformed_file",
+                f"{part.name}: a quote opened on line {line} is never closed, so every line after it reads as "
+                "part of one field; fix the quoting at the source (a quote inside a field is written twice) and "
+                "resend the batch",
+            )
         if result.records != part.rows:
             raise BatchRejected(
                 "row_count",

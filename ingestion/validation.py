@@ -35,6 +35,7 @@ RULES = (
     "check_character",
     "allowed_values",
     "range",
+    "max_length",
     "duplicate_key",
     "malformed_record",
 )
@@ -48,6 +49,10 @@ _TYPE_HINTS = {
 }
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "t": True, "f": False}
 _SPACES = " \t\r\n\u3000"
+# No field of any contract may be longer than this (bytes as delivered, UTF-8): a bound on what one value
+# can cost every reader downstream, whatever the contract says. A contract's maxLength (characters) is
+# checked as well where it sets one.
+MAX_FIELD_BYTES = 65_536
 
 
 @dataclass
@@ -250,7 +255,10 @@ def _check_rows(column: Column, values: pl.Series) -> _Checked:
     else:
         typed = typed_values(column, values)
     checked = _Checked(typed)
+    too_long = _too_long(column, values)
     if not _needs_presence(column):
+        if too_long is not None:
+            checked.masks["max_length"] = too_long
         return checked
     present = columnar.present(values)
     typed_ok = _not_null(typed)
@@ -268,7 +276,21 @@ def _check_rows(column: Column, values: pl.Series) -> _Checked:
         checked.masks["allowed_values"] = has_value & _not_allowed(typed, column.allowed_values)
     if column.minimum is not None or column.maximum is not None:
         checked.masks["range"] = has_value & _out_of_range(column, typed)
+    if too_long is not None:
+        checked.masks["max_length"] = too_long
     return checked
+
+
+def _too_long(column: Column, values: pl.Series) -> np.ndarray | None:
+    """Rows longer than the platform's bound or the contract's maxLength; None when none is (the usual case,
+    found from the Arrow offsets alone)."""
+    if values.dtype != pl.String:
+        return None
+    too_long = values.str.len_bytes() > MAX_FIELD_BYTES
+    if column.max_length is not None:
+        too_long = too_long | (values.str.len_chars() > column.max_length)
+    too_long = too_long.fill_null(False)
+    return too_long.to_numpy() if too_long.any() else None
 
 
 def _detail(column: Column, rule: str, raw: object, value: object) -> str:
@@ -285,6 +307,14 @@ def _detail(column: Column, rule: str, raw: object, value: object) -> str:
         return f"{name} = {shown}: the check character of this {what} is wrong; correct the number at the source"
     if rule == "allowed_values":
         return f"{name} = {shown} is not one of {list(column.allowed_values or ())}"
+    if rule == "max_length":
+        length = len(raw) if isinstance(raw, str) else 0
+        limit = f"{column.max_length} characters (the contract)" if column.max_length else ""
+        bound = f"{MAX_FIELD_BYTES:,} bytes (the platform's bound on any field)"
+        return (
+            f"{name} is {length:,} characters long, more than {limit + ' or ' if limit else ''}{bound}; "
+            "send the value shortened or as a file reference"
+        )
     if rule == "range":
         bounds = f"[{column.minimum if column.minimum is not None else '-∞'}, "
         bounds += f"{column.maximum if column.maximum is not None else '∞'}]"

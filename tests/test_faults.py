@@ -296,3 +296,37 @@ def test_a_missing_crosscheck_input_skips_the_crosscheck_and_nothing_else(demo_l
     assert "minzheng.assistance_cases" in done.stdout
     tickets = DeltaTable(str(tmp_path / "home" / "warehouse" / "gold" / "dispatch" / "tickets")).to_pyarrow_table()
     assert {"hotline", "grid_report", "enterprise_appeal"} <= set(tickets["source"].to_pylist())
+
+
+def test_smaller_faults_each_get_their_own_reason(tmp_path: Path) -> None:
+    from ingestion.ledger import read_quarantine
+    from tests.conftest import person
+
+    landing, warehouse = tmp_path / "landing", Warehouse.at(tmp_path / "warehouse")
+    households = "gongan.household_registration"
+    header = ",".join(get_contract(households).column_names).encode("gb18030")
+    # A field of a million characters: the platform's bound on any field quarantines the record.
+    rows = [person(i) for i in range(30)]
+    rows[7]["address"] = "南海区" * 333_334
+    write_batch(landing, households, "20261101T000000", rows)
+    # A quote left open: named as such, not as a row-count mismatch.
+    write_batch(
+        landing, households, "20261102T000000", [{}, {}], raw_body=header + b'\n"440605,x\n1,2\n', mode="incremental"
+    )
+    # A CSV part without even its header row.
+    write_batch(landing, households, "20261103T000000", [], raw_body=b"", mode="incremental")
+    # A part name that climbs out of the batch folder.
+    write_batch(
+        landing,
+        households,
+        "20261104T000000",
+        [person(1)],
+        manifest_overrides={"files": [{"name": "../../etc/passwd", "rows": 1, "sha256": "0" * 64}]},
+    )
+    outcomes = {o.batch_id: o for o in ingest_contract(get_contract(households), landing, warehouse)}
+    assert outcomes["20261101T000000"].status == "loaded" and outcomes["20261101T000000"].rows_quarantined == 1
+    long_field = read_quarantine(warehouse).filter(pl.col("rule") == "max_length")
+    assert long_field.height == 1 and "more than 65,536 bytes" in long_field["detail"][0]
+    assert "a quote opened on line 2 is never closed" in outcomes["20261102T000000"].reason
+    assert "the header row is missing (the file is empty)" in outcomes["20261103T000000"].reason
+    assert "is not a plain file name inside the batch folder" in outcomes["20261104T000000"].reason

@@ -23,6 +23,7 @@ from ingestion.validation import (
     _BOOLEANS,
     _POLARS_TYPES,
     _SPACES,
+    MAX_FIELD_BYTES,
     Validated,
     Violations,
     _detail,
@@ -127,6 +128,16 @@ def _column_checks(column: Column, typed_dtype: pl.DataType) -> dict[str, pl.Exp
     return {rule: mask.fill_null(False) for rule, mask in checks.items()}
 
 
+def _length_check(column: Column, raw_dtype: pl.DataType) -> dict[str, pl.Expr]:
+    if raw_dtype != pl.String:
+        return {}
+    raw = pl.col(column.name)
+    too_long = raw.str.len_bytes() > MAX_FIELD_BYTES
+    if column.max_length is not None:
+        too_long = too_long | (raw.str.len_chars() > column.max_length)
+    return {"max_length": too_long.fill_null(False)}
+
+
 def reference_validate(read: ReadResult, contract: Contract) -> Validated:
     """Type every column, check every rule of the contract, and split good rows from bad.
 
@@ -160,6 +171,7 @@ def reference_validate(read: ReadResult, contract: Contract) -> Validated:
     masks: list[tuple[Column, str, pl.Expr]] = []
     for column in contract.columns:
         rules = _column_checks(column, checked.schema[_typed_name(column)])
+        rules.update(_length_check(column, checked.schema[column.name]))
         masks.extend((column, rule, mask) for rule, mask in rules.items())
     if contract.primary_key:
         key = [pl.col(_typed_name(contract.column(k))) for k in contract.primary_key]
