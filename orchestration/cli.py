@@ -106,15 +106,51 @@ def _execute(settings) -> tuple[bool, dict[str, str]]:
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
     skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
     for event in result.all_events:
         if event.is_step_failure:
-            console.print(f"[red]step failed:[/] {event.step_key}: {root_cause(event.event_specific_data.error)}")
+            failed[str(event.step_key)] = root_cause(event.event_specific_data.error)
+            console.print(f"[red]step failed:[/] {event.step_key}: {failed[str(event.step_key)]}")
         elif event.is_step_materialization:
             materialization = event.event_specific_data.materialization
             reason = materialization.metadata.get("skipped")
             if reason is not None:
                 skipped[materialization.asset_key.to_user_string()] = str(reason.value)
+    _record_run(settings, result.run_id, result.success, skipped, failed)
     return result.success, skipped
+
+
+def _record_run(settings, run_id: str, success: bool, skipped: dict[str, str], failed: dict[str, str]) -> None:
+    """One row per `yiwang run` in `ops/runs`: when, how it ended, what was skipped and why, what failed."""
+    import json
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from ingestion.warehouse import Warehouse
+
+    warehouse = Warehouse.at(settings.warehouse)
+    row = pa.table(
+        {
+            "run_id": [run_id],
+            "finished_at": [datetime.now(UTC)],
+            "status": ["succeeded" if success else "failed"],
+            "skipped": [json.dumps(skipped, ensure_ascii=False)],
+            "failed_steps": [json.dumps(failed, ensure_ascii=False)],
+            "as_of": [settings.as_of.isoformat() if settings.as_of else None],
+        },
+        schema=pa.schema(
+            [
+                ("run_id", pa.string()),
+                ("finished_at", pa.timestamp("us", tz="UTC")),
+                ("status", pa.string()),
+                ("skipped", pa.string()),
+                ("failed_steps", pa.string()),
+                ("as_of", pa.string()),
+            ]
+        ),
+    )
+    write_deltalake(warehouse.uri("ops/runs"), row, mode="append", storage_options=warehouse.options())
 
 
 def root_cause(error) -> str:
@@ -221,6 +257,7 @@ def _print_summary(settings, started: datetime, seconds: float) -> None:
     console.rule("[bold]where to look")
     console.print(f"warehouse (Delta): {settings.warehouse}")
     console.print("  ledger: ops/batch_ledger · quarantine: quarantine/rows · quality: ops/quality_results")
+    console.print("  runs (skipped and failed steps): ops/runs · triage: ops/triage")
     console.print(f"quality data docs: {reports / 'data_docs' / 'index.html'}")
     console.print(f"quality scorecard: {reports / 'quality_scorecard.png'}")
     console.print(f"DuckDB (dbt models): {settings.duckdb_path}")

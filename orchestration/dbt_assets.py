@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from deltalake import write_deltalake
@@ -270,6 +272,20 @@ def gold_tables(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return dict(sorted(found.items()))
 
 
+GOLD_FLOAT_DECIMALS = 6
+
+
+def rounded_floats(rows: pa.Table, decimals: int = GOLD_FLOAT_DECIMALS) -> pa.Table:
+    """Every floating-point column rounded to `decimals` places (shares and rates mean nothing below 1e-6;
+    amounts are already rounded to the fen in the marts). DuckDB sums in parallel in whatever order its
+    threads finish, so an unrounded mean can end in ...0000000001 on one run and not the next: rounded,
+    two clean runs publish the same values."""
+    for index, field in enumerate(rows.schema):
+        if pa.types.is_floating(field.type):
+            rows = rows.set_column(index, field, pc.round(rows.column(index), decimals))
+    return rows
+
+
 def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
     """An asset copying one dbt mart from the DuckDB file to the Delta table `table` (overwrite)."""
     relation = f'"{node["schema"]}"."{node.get("alias") or node["name"]}"'
@@ -285,7 +301,7 @@ def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
     def _export() -> MaterializeResult:
         warehouse = Warehouse.at(warehouse_root())
         with duckdb.connect(str(duckdb_path()), read_only=True) as connection:
-            rows = connection.sql(f"select * from {relation}").to_arrow_table()
+            rows = rounded_floats(connection.sql(f"select * from {relation}").to_arrow_table())
         write_deltalake(
             warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
         )

@@ -186,19 +186,25 @@ def _contents(warehouse: Path) -> dict[str, list]:
 def test_a_kill_at_every_commit_boundary_then_a_normal_run_equals_a_clean_run(
     demo_landing: Path, tmp_path: Path
 ) -> None:
-    contract_id = "zhengshu.grid_registry"  # several snapshots, quarantined rows, quality results
+    contract_id = "zhengshu.grid_registry"  # snapshots with quarantined rows and quality results
+    # Its first two batches (each kill costs a process start): every commit of each is a boundary.
+    contract = get_contract(contract_id)
+    folder = Path(contract.source_level) / contract.department / contract.dataset
+    landing = tmp_path / "landing"
+    for batch in sorted(p.name for p in (demo_landing / folder).iterdir())[:2]:
+        shutil.copytree(demo_landing / folder / batch, landing / folder / batch)
     clean = tmp_path / "clean"
-    done = _ingest(demo_landing, clean, contract_id)
+    done = _ingest(landing, clean, contract_id)
     assert done.returncode == 0, done.stderr
     commits = int(done.stdout.split()[-1])
-    assert commits >= 4  # quality results, bronze, quarantine, ledger of at least one batch
+    assert commits >= 7  # quality results, bronze, (quarantine,) ledger of each of the two batches
     expected = _contents(clean)
     assert {"ops/quality_results", "ops/batch_ledger", "quarantine/rows"} <= set(expected)
     for boundary in range(1, commits + 1):
         killed = tmp_path / f"killed-{boundary}"
-        died = _ingest(demo_landing, killed, contract_id, kill_after=boundary)
+        died = _ingest(landing, killed, contract_id, kill_after=boundary)
         assert died.returncode == 137, (boundary, died.stderr[-2000:])
-        again = _ingest(demo_landing, killed, contract_id)
+        again = _ingest(landing, killed, contract_id)
         assert again.returncode == 0, again.stderr
         assert _contents(killed) == expected, f"after a kill at commit {boundary} of {commits}"
 
@@ -296,6 +302,8 @@ def test_a_missing_crosscheck_input_skips_the_crosscheck_and_nothing_else(demo_l
     assert "minzheng.assistance_cases" in done.stdout
     tickets = DeltaTable(str(tmp_path / "home" / "warehouse" / "gold" / "dispatch" / "tickets")).to_pyarrow_table()
     assert {"hotline", "grid_report", "enterprise_appeal"} <= set(tickets["source"].to_pylist())
+    runs = DeltaTable(str(tmp_path / "home" / "warehouse" / "ops" / "runs")).to_pyarrow_table().to_pylist()
+    assert runs[-1]["status"] == "succeeded" and "minzheng.assistance_cases" in runs[-1]["skipped"]
 
 
 def test_smaller_faults_each_get_their_own_reason(tmp_path: Path) -> None:
@@ -330,3 +338,42 @@ def test_smaller_faults_each_get_their_own_reason(tmp_path: Path) -> None:
     assert "a quote opened on line 2 is never closed" in outcomes["20261102T000000"].reason
     assert "the header row is missing (the file is empty)" in outcomes["20261103T000000"].reason
     assert "is not a plain file name inside the batch folder" in outcomes["20261104T000000"].reason
+
+
+@pytest.mark.slow
+def test_two_clean_runs_publish_the_same_gold(demo_landing: Path, tmp_path: Path) -> None:
+    """Same landing zone, same as-of date, same pseudonym key, two fresh warehouses: every gold table holds
+    the same rows (only the run ids differ), floats included."""
+    from deltalake import DeltaTable
+
+    homes = [tmp_path / "first", tmp_path / "second"]
+    env = {**os.environ, "YIWANG_PSEUDONYM_KEY": KEY.hex(), "COLUMNS": "200"}
+    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
+        env.pop(name, None)
+    for home in homes:
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "yiwang"),
+                "run",
+                "--landing",
+                str(demo_landing),
+                "--as-of",
+                "2026-11-15",
+            ],
+            env={**env, "YIWANG_HOME": str(home)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first, second = (home / "warehouse" for home in homes)
+    tables = sorted(log.parent.relative_to(first) for log in first.glob("gold/**/_delta_log"))
+    assert len(tables) > 20
+    for table in tables:
+        a = pl.from_arrow(DeltaTable(str(first / table)).to_pyarrow_table())
+        b = pl.from_arrow(DeltaTable(str(second / table)).to_pyarrow_table())
+        a, b = (t.drop([c for c in t.columns if c == "run_id"]) for t in (a, b))
+        assert a.height == b.height and a.columns == b.columns, table
+        assert sorted(map(str, a.rows())) == sorted(map(str, b.rows())), table
