@@ -76,7 +76,7 @@ def run(
     from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
 
     try:
-        with run_lock(settings.warehouse, settings.home):
+        with run_lock(settings.warehouse):
             started = datetime.now(UTC)
             clock = time.perf_counter()
             ok, skipped = _execute(settings)

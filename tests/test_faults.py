@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from landing_kit import write_batch
+from test_object_storage import s3_endpoint  # noqa: F401 (moto's S3 server on loopback, a fixture)
 
 from ingestion.contract import get_contract
 from ingestion.ledger import SNAPSHOT_SHRINK, read_ledger
@@ -253,7 +254,7 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
         holder.wait()
     # A killed run leaves no stale lock: the kernel released it with the process.
     with run_lock(warehouse, home) as path:
-        assert json.loads(path.read_text())["pid"] == os.getpid()
+        assert json.loads(Path(path).read_text())["pid"] == os.getpid()
     time.sleep(0)
 
 
@@ -377,3 +378,29 @@ def test_two_clean_runs_publish_the_same_gold(demo_landing: Path, tmp_path: Path
         a, b = (t.drop([c for c in t.columns if c == "run_id"]) for t in (a, b))
         assert a.height == b.height and a.columns == b.columns, table
         assert sorted(map(str, a.rows())) == sorted(map(str, b.rows())), table
+
+
+@pytest.mark.usefixtures("s3_endpoint")
+def test_one_run_at_a_time_on_an_object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease on S3: a second run is refused while the holder renews; once a killed holder's lease has
+    expired, the next run takes it over."""
+    import boto3
+
+    monkeypatch.setenv("YIWANG_RUN_LOCK_TTL_S", "3")
+    warehouse = "s3://yiwang/district-440605"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, warehouse, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        time.sleep(2)  # past two renewals: the lease is kept alive by its holder
+        with pytest.raises(RunLockHeld, match=rf"pid {holder.pid} on "), run_lock(warehouse):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(3.5)  # the killed holder's lease expires
+    with run_lock(warehouse) as where:
+        assert where == "s3://yiwang/district-440605/ops/run.lock"
+    s3 = boto3.client("s3")
+    assert s3.list_objects_v2(Bucket="yiwang", Prefix="district-440605/ops/").get("KeyCount", 0) == 0
