@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
+from orchestration.run_lock import run_lock
 from orchestration.settings import Settings
 from thematic_libs.urban.classifier import AppealClassifier, ClassifierConfig
 from thematic_libs.urban.model_store import ModelStore
@@ -34,6 +37,13 @@ class PlatformResource(ConfigurableResource):
             reject_share=settings.reject_share,
             as_of=settings.as_of.isoformat() if settings.as_of else None,
         )
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[PlatformResource]:
+        """Hold the warehouse's run lock for the whole run (the platform job runs in process): a run started
+        from the Dagster UI, a sensor or the schedule is one run at a time too (orchestration/run_lock.py)."""
+        with run_lock(self.warehouse):
+            yield self
 
     def get_warehouse(self) -> Warehouse:
         return Warehouse.at(self.warehouse)

@@ -65,9 +65,28 @@ def _holder(handle) -> dict:
         return {}
 
 
+_HELD: set[str] = set()  # warehouses whose lock this process holds: taking it again is a no-op
+
+
 @contextlib.contextmanager
 def run_lock(warehouse: str, home: Path | None = None) -> Iterator[str]:
-    """Hold the warehouse's run lock for the block; RunLockHeld (one line) when another run has it."""
+    """Hold the warehouse's run lock for the block; RunLockHeld (one line) when another run has it.
+
+    Re-entrant within a process: `yiwang run` takes it before the Dagster run, whose platform resource
+    takes it again (the same lock guards runs started from the Dagster UI, sensor or schedule)."""
+    if warehouse in _HELD:
+        yield warehouse
+        return
+    _HELD.add(warehouse)
+    try:
+        with _acquire(warehouse) as where:
+            yield where
+    finally:
+        _HELD.discard(warehouse)
+
+
+@contextlib.contextmanager
+def _acquire(warehouse: str) -> Iterator[str]:
     if warehouse.startswith(("s3://", "s3a://")):
         with _s3_lease(warehouse) as where:
             yield where

@@ -21,6 +21,7 @@ from ingestion.ledger import SNAPSHOT_SHRINK, read_ledger
 from ingestion.pipeline import ingest_contract
 from ingestion.silver import apply_silver, silver_table
 from ingestion.warehouse import Warehouse
+from orchestration.resources import PlatformResource
 from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -404,3 +405,30 @@ def test_one_run_at_a_time_on_an_object_store(tmp_path: Path, monkeypatch: pytes
         assert where == "s3://yiwang/district-440605/ops/run.lock"
     s3 = boto3.client("s3")
     assert s3.list_objects_v2(Bucket="yiwang", Prefix="district-440605/ops/").get("KeyCount", 0) == 0
+
+
+def test_a_run_started_from_dagster_takes_the_same_lock(tmp_path: Path) -> None:
+    """The platform resource holds the run lock for a whole Dagster run (UI, sensor, schedule)."""
+    from dagster import asset, materialize
+
+    @asset
+    def touches_the_warehouse(platform: PlatformResource) -> None:
+        assert platform.get_warehouse()
+
+    warehouse = str(tmp_path / "warehouse")
+    resource = PlatformResource(
+        landing=str(tmp_path / "landing"), warehouse=warehouse, reports_dir=str(tmp_path), key_file=str(tmp_path / "k")
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, warehouse, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        refused = materialize([touches_the_warehouse], resources={"platform": resource}, raise_on_error=False)
+        assert not refused.success
+        failure = next(e for e in refused.all_events if e.is_failure)
+        assert "another run holds the warehouse" in str(failure.event_specific_data)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert materialize([touches_the_warehouse], resources={"platform": resource}).success
