@@ -90,6 +90,14 @@ def crosscheck(context: AssetExecutionContext, platform: PlatformResource):
             "cases_by_rule": MetadataValue.json(result.cases_by_rule),
             "skipped_rules": MetadataValue.json(list(result.skipped_rules)),
             "empty_inputs": MetadataValue.json(list(result.empty_inputs)),
+            **(
+                {
+                    "skipped": f"rules {', '.join(result.skipped_rules)} as of {as_of}: no data of "
+                    f"{', '.join(result.empty_inputs)} by then (the other rules ran)"
+                }
+                if result.skipped_rules
+                else {}
+            ),
         },
     )
     yield MaterializeResult(

@@ -116,10 +116,12 @@ def dispatch_tickets(context, platform: PlatformResource) -> MaterializeResult:
     config = DispatchConfig.load()
     grids = read_grids(warehouse)
     fed: dict[str, int] = {}
+    not_fed: list[str] = []
     for feed in FEEDS:
         candidates = feed.read(warehouse)
         if candidates is None:
-            context.log.info(f"feed {feed.name}: {feed.table} not built yet, its tickets are left as they are")
+            context.log.warning(f"feed {feed.name}: {feed.table} not built yet, its tickets are left as they are")
+            not_fed.append(f"{feed.name} ({feed.table} not built yet; its tickets are left as they are)")
             continue
         prepared = prepare(candidates, grids, config)
         replace_source_rows(warehouse, TICKET_SOURCES, prepared.rows, list(feed.sources))
@@ -141,6 +143,7 @@ def dispatch_tickets(context, platform: PlatformResource) -> MaterializeResult:
             "table_version": written.version,
             "by_status": MetadataValue.json(_counts(tickets, "status")),
             "by_priority": MetadataValue.json(_counts(tickets, "priority")),
+            **({"skipped": "feeds " + "; ".join(not_fed)} if not_fed else {}),
         }
     )
 
