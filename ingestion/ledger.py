@@ -144,11 +144,7 @@ def write_confirmation(warehouse: Warehouse, contract_id: str, batch_id: str, co
 
 
 def read_confirmations(warehouse: Warehouse) -> pl.DataFrame:
-    if not warehouse.exists(CONFIRMATIONS):
-        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(CONFIRMATION_SCHEMA.empty_table()).schema))
-    frame = pl.from_arrow(warehouse.table(CONFIRMATIONS).to_pyarrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return _read(warehouse, CONFIRMATIONS, CONFIRMATION_SCHEMA)
 
 
 def write_quarantine(warehouse: Warehouse, contract_id: str, batch_id: str, rows: pl.DataFrame) -> None:
@@ -163,17 +159,18 @@ def write_quarantine(warehouse: Warehouse, contract_id: str, batch_id: str, rows
     )
 
 
-def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
-    if not warehouse.exists(BATCH_LEDGER):
-        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(LEDGER_SCHEMA.empty_table()).schema))
-    frame = pl.from_arrow(warehouse.table(BATCH_LEDGER).to_pyarrow_table())
+def _read(warehouse: Warehouse, table: str, schema: pa.Schema) -> pl.DataFrame:
+    """An ops table as polars; empty with its schema when it does not exist yet."""
+    if not warehouse.exists(table):
+        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(schema.empty_table()).schema))
+    frame = pl.from_arrow(warehouse.table(table).to_pyarrow_table())
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
+    return _read(warehouse, BATCH_LEDGER, LEDGER_SCHEMA)
 
 
 def read_quarantine(warehouse: Warehouse) -> pl.DataFrame:
-    if not warehouse.exists(QUARANTINE_ROWS):
-        return pl.DataFrame(schema=pl.Schema(pl.from_arrow(QUARANTINE_SCHEMA.empty_table()).schema))
-    frame = pl.from_arrow(warehouse.table(QUARANTINE_ROWS).to_pyarrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return _read(warehouse, QUARANTINE_ROWS, QUARANTINE_SCHEMA)

@@ -99,23 +99,13 @@ def test_empty_and_shrinking_snapshots_are_held_then_confirmed(demo_landing: Pat
     env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "USER": "officer-li"}
     confirm = [sys.executable, "-m", "orchestration.cli", "batches", "confirm", CASES]
     common = ["--warehouse", str(warehouse.root)]
-    done = subprocess.run(
-        [*confirm, "20261201T030000", "--reason", "cases closed in the annual review", *common],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+
+    def yiwang(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*confirm, *args, *common], env=env, capture_output=True, text=True, timeout=120)
+
+    done = yiwang("20261201T030000", "--reason", "cases closed in the annual review")
     assert done.returncode == 0, done.stderr
-    refused = subprocess.run(
-        [*confirm, "20261299T000000", "--reason", "x", *common],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    refused = yiwang("20261299T000000", "--reason", "x")
     assert refused.returncode == 2 and "no batch" in refused.stderr and "Traceback" not in refused.stderr
     outcomes = {o.batch_id: o for o in ingest_contract(contract, landing, warehouse)}
     assert outcomes["20261201T030000"].status == "loaded"
