@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from deltalake import write_deltalake
@@ -282,7 +282,9 @@ def rounded_floats(rows: pa.Table, decimals: int = GOLD_FLOAT_DECIMALS) -> pa.Ta
     two clean runs publish the same values."""
     for index, field in enumerate(rows.schema):
         if pa.types.is_floating(field.type):
-            rows = rows.set_column(index, field, pc.round(rows.column(index), decimals))
+            # polars, not pyarrow.compute.round: Arrow's round(81.67999999999999, 6) stays 81.67999999999999.
+            rounded = pl.Series(rows.column(index)).round(decimals).to_arrow().cast(field.type)
+            rows = rows.set_column(index, field, rounded)
     return rows
 
 
