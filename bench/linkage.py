@@ -28,14 +28,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-import opencc
 import polars as pl
 import pyarrow as pa
 
 from bench.crosscheck import AS_OF, KEY, bench_root
 from ingestion.contract import get_contract
 from ingestion.demo import vocab
-from ingestion.demo.crosscheck import HOMOPHONES, homophone_slip
+from ingestion.demo.crosscheck import HOMOPHONES, TO_TRADITIONAL, homophone_slip
 from ingestion.pipeline import ingest_contract
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
@@ -48,7 +47,6 @@ from thematic_libs.social_assistance.run import plan_inputs, run_crosscheck
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from landing_kit import write_batch
 
-TO_TRADITIONAL = opencc.OpenCC("s2t")
 VARIANTS = ("as written", "traditional", "homophone", "traditional + homophone", "full-width space", "month/day swap")
 NEAR_MISSES = ("namesake, other birth date", "homophone, other sex", "same surname, other given name")
 BATCH = "20261114T180000"

@@ -69,7 +69,7 @@ _HELD: set[str] = set()  # warehouses whose lock this process holds: taking it a
 
 
 @contextlib.contextmanager
-def run_lock(warehouse: str, home: Path | None = None) -> Iterator[str]:
+def run_lock(warehouse: str) -> Iterator[str]:
     """Hold the warehouse's run lock for the block; RunLockHeld (one line) when another run has it.
 
     Re-entrant within a process: `yiwang run` takes it before the Dagster run, whose platform resource

@@ -203,9 +203,8 @@ def test_a_kill_at_every_commit_boundary_then_a_normal_run_equals_a_clean_run(
 
 HOLDER = """
 import sys, time
-from pathlib import Path
 from orchestration.run_lock import run_lock
-with run_lock(sys.argv[1], Path(sys.argv[2])):
+with run_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)
 """
@@ -213,12 +212,10 @@ with run_lock(sys.argv[1], Path(sys.argv[2])):
 
 def test_one_run_at_a_time(tmp_path: Path) -> None:
     warehouse, home = str(tmp_path / "warehouse"), tmp_path / "home"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, warehouse, str(home)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, warehouse], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunLockHeld, match=rf"pid {holder.pid} on .* since 20\d\d-"), run_lock(warehouse, home):
+        with pytest.raises(RunLockHeld, match=rf"pid {holder.pid} on .* since 20\d\d-"), run_lock(warehouse):
             pass
         env = {**os.environ, "YIWANG_HOME": str(home)}
         (tmp_path / "landing").mkdir()
@@ -244,7 +241,7 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # A killed run leaves no stale lock: the kernel released it with the process.
-    with run_lock(warehouse, home) as path:
+    with run_lock(warehouse) as path:
         assert json.loads(Path(path).read_text())["pid"] == os.getpid()
     time.sleep(0)
 
@@ -379,9 +376,7 @@ def test_one_run_at_a_time_on_an_object_store(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setenv("YIWANG_RUN_LOCK_TTL_S", "3")
     warehouse = "s3://yiwang/district-440605"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, warehouse, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, warehouse], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         time.sleep(2)  # past two renewals: the lease is kept alive by its holder
@@ -409,9 +404,7 @@ def test_a_run_started_from_dagster_takes_the_same_lock(tmp_path: Path) -> None:
     resource = PlatformResource(
         landing=str(tmp_path / "landing"), warehouse=warehouse, reports_dir=str(tmp_path), key_file=str(tmp_path / "k")
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, warehouse, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, warehouse], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         refused = materialize([touches_the_warehouse], resources={"platform": resource}, raise_on_error=False)
