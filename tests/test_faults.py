@@ -264,6 +264,24 @@ def test_a_failed_steps_own_message_reaches_the_console() -> None:
     assert root_cause(wrapper) == "ValueError: pseudonym key file /x/pseudonym.key is empty; delete it"
 
 
+def _yiwang_run(landing: Path, home: Path, cwd: Path, **settings: str) -> subprocess.CompletedProcess:
+    """`yiwang run` on `landing` as of the demo date in a fresh home, as `make run` would; it must exit 0."""
+    env = {**os.environ, "YIWANG_HOME": str(home), "COLUMNS": "200", **settings}
+    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", "2026-11-15"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.slow
 def test_a_missing_crosscheck_input_skips_the_crosscheck_and_nothing_else(demo_landing: Path, tmp_path: Path) -> None:
     """Without any assistance-cases batch the cross-check cannot judge anything: the run says so, keeps going,
@@ -274,19 +292,7 @@ def test_a_missing_crosscheck_input_skips_the_crosscheck_and_nothing_else(demo_l
     shutil.copytree(demo_landing, landing)
     contract = get_contract(CASES)
     shutil.rmtree(landing / contract.source_level / contract.department / contract.dataset)
-    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
-    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", "2026-11-15"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _yiwang_run(landing, tmp_path / "home", tmp_path)
     assert "skipped gold/social_assistance/crosscheck_flags: cross-check as of 2026-11-15" in done.stdout
     assert "minzheng.assistance_cases" in done.stdout
     tickets = DeltaTable(str(tmp_path / "home" / "warehouse" / "gold" / "dispatch" / "tickets")).to_pyarrow_table()
@@ -336,27 +342,8 @@ def test_two_clean_runs_publish_the_same_gold(demo_landing: Path, tmp_path: Path
     from deltalake import DeltaTable
 
     homes = [tmp_path / "first", tmp_path / "second"]
-    env = {**os.environ, "YIWANG_PSEUDONYM_KEY": KEY.hex(), "COLUMNS": "200"}
-    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
-        env.pop(name, None)
     for home in homes:
-        done = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "yiwang"),
-                "run",
-                "--landing",
-                str(demo_landing),
-                "--as-of",
-                "2026-11-15",
-            ],
-            env={**env, "YIWANG_HOME": str(home)},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        _yiwang_run(demo_landing, home, tmp_path, YIWANG_PSEUDONYM_KEY=KEY.hex())
     first, second = (home / "warehouse" for home in homes)
     tables = sorted(log.parent.relative_to(first) for log in first.glob("gold/**/_delta_log"))
     assert len(tables) > 20

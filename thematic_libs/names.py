@@ -30,6 +30,13 @@ import opencc
 from pypinyin import Style, pinyin
 
 _T2S = opencc.OpenCC("t2s")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional characters to simplified (OpenCC `t2s`): the one converter of the platform."""
+    return _T2S.convert(text)
+
+
 MIDDLE_DOTS = "·•．・‧∙⋅.･"
 _DOTS = re.compile(f"[{re.escape(MIDDLE_DOTS)}]+")
 _SPACE = re.compile(r"\s+")
@@ -54,7 +61,7 @@ class NameKeys:
 def _simplified(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _DOTS.sub("·", text)
-    return _T2S.convert(text.lower())
+    return to_simplified(text.lower())
 
 
 @functools.lru_cache(maxsize=65536)
@@ -120,7 +127,7 @@ def _forms(raw: str, keys: NameKeys) -> list[str]:
         forms.append("a space inside")
     if any(c in MIDDLE_DOTS and c != "·" for c in nfkc):
         forms.append("another middle-dot form")
-    if _T2S.convert(nfkc) != nfkc:
+    if to_simplified(nfkc) != nfkc:
         forms.append("traditional characters")
     return forms
 

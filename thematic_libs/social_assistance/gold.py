@@ -23,7 +23,7 @@ from ingestion.contract import get_contract
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
-from thematic_libs.social_assistance.rules import RAW_SCHEMA, RULES
+from thematic_libs.social_assistance.rules import CERTIFICATES, RAW_SCHEMA, RULES
 
 FLAGS_TABLE = "gold/social_assistance/crosscheck_flags"
 REVIEW_TABLE = "gold/social_assistance/case_review"
@@ -250,8 +250,6 @@ def build_linkage(
 ) -> pa.Table:
     """`linkage_pairs` rows from the death-certificate linkage (PAIR_SCHEMA) and the name-only role holders
     (NAME_PAIR_SCHEMA), the member's ID number replaced by its pseudonym."""
-    from thematic_libs.social_assistance.rules import CERTIFICATES
-
     rows = [
         {
             "rule_code": "R01",

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import opencc
 import polars as pl
 import scipy.sparse as sp
 
+from thematic_libs.names import to_simplified
+
 BITS = 21  # every Unicode code point + 1 fits in 21 bits
-_T2S = opencc.OpenCC("t2s")
 _SEPARATOR = "\n"  # normalised texts hold no newline, so one OpenCC call converts a whole chunk
 
 
@@ -44,9 +44,9 @@ def normalise(texts: pl.Series | Sequence[str | None]) -> pl.Series:
     )
     if cleaned.len() == 0:
         return cleaned.rename("text")
-    converted = _T2S.convert(_SEPARATOR.join(cleaned.to_list())).split(_SEPARATOR)
+    converted = to_simplified(_SEPARATOR.join(cleaned.to_list())).split(_SEPARATOR)
     if len(converted) != cleaned.len():  # OpenCC never adds or removes a newline; guard the alignment anyway
-        converted = [_T2S.convert(text) for text in cleaned.to_list()]
+        converted = [to_simplified(text) for text in cleaned.to_list()]
     return pl.Series("text", converted, dtype=pl.String)
 
 
