@@ -105,6 +105,48 @@ def append_frame(
     return True
 
 
+def append_transactions(
+    uri: str,
+    frame: pl.DataFrame | pa.Table,
+    schema: pa.Schema,
+    *,
+    transactions: Mapping[str, int],
+    table: DeltaTable | None,
+    storage_options: Mapping[str, str] | None = None,
+    custom_metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Append `frame` (possibly empty) to the table in one commit recording every application transaction.
+
+    The streaming consumers record each Kafka partition's last consumed offset this way, in the same commit
+    as its rows. `table` is the snapshot the caller read the previous versions from (None: no table yet):
+    a concurrent commit of one of the same app ids makes delta-rs refuse this one (`CommitFailedError`),
+    so two writers of one partition can never both land. An empty frame commits only the transactions.
+    """
+    options = dict(storage_options) if storage_options else None
+    data = conform(frame, schema, uri=uri)
+    if not _writes_itself(uri, schema, []):
+        properties = CommitProperties(
+            app_transactions=[Transaction(app, version) for app, version in transactions.items()],
+            custom_metadata=dict(custom_metadata) if custom_metadata else None,
+        )
+        write_deltalake(
+            uri, data.to_arrow().cast(schema), mode="append", storage_options=options, commit_properties=properties
+        )
+        return
+    actions = (
+        write_data_files(uri, data, schema, stats_columns=_stats_columns(table, schema, [])) if data.height else []
+    )
+    commit_files(
+        uri,
+        actions,
+        schema,
+        transactions=transactions,
+        table=table,
+        storage_options=options,
+        custom_metadata=custom_metadata,
+    )
+
+
 def arrow_schema_of(frame: pl.DataFrame | pa.Table) -> pa.Schema:
     """The schema a frame is appended with when the caller names none: its own, strings as `string`.
 
@@ -215,17 +257,26 @@ def commit_files(
     actions: list[AddAction],
     schema: pa.Schema,
     *,
-    app_id: str,
+    app_id: str | None = None,
+    transactions: Mapping[str, int] | None = None,
     partition_by: Sequence[str] = (),
     table: DeltaTable | None = None,
     storage_options: dict[str, str] | None = None,
+    custom_metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Add the written files to the table in one commit that also records the transaction `app_id`.
+    """Add the written files to the table in one commit that also records the application transactions:
+    `app_id` (version 1), or every `transactions` entry (app id -> version, e.g. a Kafka partition's offset).
 
-    `table` is the snapshot the caller checked `app_id` against; committing on that snapshot lets
+    `table` is the snapshot the caller checked the transactions against; committing on that snapshot lets
     delta-rs' conflict check reject a concurrent commit of the same transaction.
     """
-    properties = CommitProperties(app_transactions=[Transaction(app_id, 1)])
+    recorded = dict(transactions or {})
+    if app_id is not None:
+        recorded[app_id] = 1
+    properties = CommitProperties(
+        app_transactions=[Transaction(app, version) for app, version in recorded.items()],
+        custom_metadata=dict(custom_metadata) if custom_metadata else None,
+    )
     if table is None:
         create_table_with_add_actions(
             uri,

@@ -20,22 +20,15 @@ from dagster import (
     asset,
     asset_check,
 )
-from deltalake import write_deltalake
 
 from ingestion.contract import get_contract
 from ingestion.warehouse import Warehouse
 from orchestration.ingestion_assets import silver_key
 from orchestration.resources import PlatformResource
-from thematic_libs.dispatch.derive import DispatchConfig, derive_tickets, prepare
+from thematic_libs.dispatch.derive import DispatchConfig
 from thematic_libs.dispatch.feeds import FEEDS, URBAN_EVENTS
-from thematic_libs.dispatch.store import (
-    REJECTIONS,
-    TICKET_SOURCES,
-    TICKETS,
-    read_table,
-    replace_source_rows,
-    write_tickets,
-)
+from thematic_libs.dispatch.refresh import TICKET_OUTCOMES, refresh_tickets
+from thematic_libs.dispatch.store import TICKETS, read_table
 from thematic_libs.urban.classifier import ClassifierConfig
 from thematic_libs.urban.events import (
     ENTERPRISE_APPEALS,
@@ -43,14 +36,11 @@ from thematic_libs.urban.events import (
     GRID_REGISTRY,
     GRID_REPORTS,
     HOTLINE,
-    TRIAGE,
+    STREAMED_HOTLINE,
     ClassifierInUse,
-    build_urban_events,
-    read_grids,
     read_silver,
+    write_urban_events,
 )
-
-TICKET_OUTCOMES = "zhihui.ticket_outcomes"
 
 
 def table_key(table: str) -> AssetKey:
@@ -70,7 +60,10 @@ def _counts(table: pa.Table, column: str) -> dict[str, int]:
 
 @asset(
     key=table_key(URBAN_EVENTS),
-    deps=[_silver(c) for c in (HOTLINE, GRID_REPORTS, ENTERPRISE_APPEALS, ENTERPRISES, GRID_REGISTRY)],
+    deps=[
+        *(_silver(c) for c in (HOTLINE, GRID_REPORTS, ENTERPRISE_APPEALS, ENTERPRISES, GRID_REGISTRY)),
+        table_key(STREAMED_HOTLINE),
+    ],
     group_name="urban",
     description="城市事件 Every hotline appeal, grid report and enterprise appeal with event code, grid and ticket.",
     kinds={"delta", "python"},
@@ -79,11 +72,7 @@ def urban_events(platform: PlatformResource) -> MaterializeResult:
     warehouse = platform.get_warehouse()
     version, model = platform.appeal_classifier()
     classifier = ClassifierInUse(version, model, ClassifierConfig.load())
-    events, rejections, triage = build_urban_events(warehouse, DispatchConfig.load(), classifier)
-    for table, rows in ((URBAN_EVENTS, events), (TRIAGE, triage)):
-        write_deltalake(
-            warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
-        )
+    events, rejections, triage = write_urban_events(warehouse, DispatchConfig.load(), classifier)
     located = pa.compute.sum(pa.compute.is_valid(events["grid_code"]).cast(pa.int64())).as_py() or 0
     hotline = events.filter(pa.compute.equal(events["source"], "hotline"))
     classified = pa.compute.sum(pa.compute.is_valid(hotline["event_code"]).cast(pa.int64())).as_py() or 0
@@ -103,7 +92,11 @@ def urban_events(platform: PlatformResource) -> MaterializeResult:
 
 @asset(
     key=table_key(TICKETS),
-    deps=[*(table_key(feed.table) for feed in FEEDS), _silver(TICKET_OUTCOMES), _silver(GRID_REGISTRY)],
+    deps=[
+        *(table_key(table) for feed in FEEDS for table in (feed.table, *feed.also_reads)),
+        _silver(TICKET_OUTCOMES),
+        _silver(GRID_REGISTRY),
+    ],
     group_name="dispatch",
     description=(
         "派单工单 The lean dispatch table: one row per ticket from every feed, merged, routed, due in working "
@@ -112,38 +105,22 @@ def urban_events(platform: PlatformResource) -> MaterializeResult:
     kinds={"delta", "python"},
 )
 def dispatch_tickets(context, platform: PlatformResource) -> MaterializeResult:
-    warehouse = platform.get_warehouse()
-    config = DispatchConfig.load()
-    grids = read_grids(warehouse)
-    fed: dict[str, int] = {}
-    not_fed: list[str] = []
-    for feed in FEEDS:
-        candidates = feed.read(warehouse)
-        if candidates is None:
-            context.log.warning(f"feed {feed.name}: {feed.table} not built yet, its tickets are left as they are")
-            not_fed.append(f"{feed.name} ({feed.table} not built yet; its tickets are left as they are)")
-            continue
-        prepared = prepare(candidates, grids, config)
-        replace_source_rows(warehouse, TICKET_SOURCES, prepared.rows, list(feed.sources))
-        replace_source_rows(warehouse, REJECTIONS, prepared.rejections, list(feed.sources))
-        fed[feed.name] = prepared.rows.num_rows
-    sources = read_table(warehouse, TICKET_SOURCES)
-    if sources is None:
+    refreshed = refresh_tickets(platform.get_warehouse(), FEEDS, run_id=context.run_id)
+    for line in refreshed.not_fed:
+        context.log.warning(f"feed {line}")
+    if refreshed.tickets is None or refreshed.written is None:
         return MaterializeResult(metadata={"tickets": 0, "note": "no feed has any rows yet"})
-    outcome_columns = ["ticket_id", "event_seq", "event", "event_at", "department_code"]
-    outcomes = read_silver(warehouse, TICKET_OUTCOMES, outcome_columns)
-    tickets = derive_tickets(sources, outcomes, config)
-    written = write_tickets(warehouse, tickets, run_id=context.run_id)
+    tickets, written = refreshed.tickets, refreshed.written
     return MaterializeResult(
         metadata={
             "tickets": tickets.num_rows,
-            "reports_fed": MetadataValue.json(fed),
+            "reports_fed": MetadataValue.json(refreshed.fed),
             "inserted": written.inserted,
             "updated": written.updated,
             "table_version": written.version,
             "by_status": MetadataValue.json(_counts(tickets, "status")),
             "by_priority": MetadataValue.json(_counts(tickets, "priority")),
-            **({"skipped": "feeds " + "; ".join(not_fed)} if not_fed else {}),
+            **({"skipped": "feeds " + "; ".join(refreshed.not_fed)} if refreshed.not_fed else {}),
         }
     )
 

@@ -59,6 +59,7 @@ PREPARED_COLUMNS = (
     "evidence_uri",
     "dedupe_key",
     "ticket_id",
+    "closed_at",
 )
 
 
@@ -162,12 +163,14 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
             end as located_by,
             c.department_code as given_department,
             case
+                when c.priority in (select priority from priority_map) then c.priority
                 when c.is_urgent and {raise_urgent} then {_raised("p.priority")}
                 else p.priority
             end as priority,
             cast(k.sla_working_days as integer) as sla_working_days,
             c.evidence_uri,
             c.dedupe_key as given_dedupe_key,
+            c.closed_at,
             {window} as window_label,
             k.event_code is not null as known_event,
             s.source is not null as known_source,
@@ -223,7 +226,8 @@ def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Pr
         select source, source_ref, event_code, event_name, title, description, occurred_at, lon, lat,
             grid_code, community_code, street_code, district_code, located_by,
             coalesce(given_department, matrix_department) as department_code,
-            priority, sla_working_days, evidence_uri, dedupe_key, {sql_ticket_id("dedupe_key")} as ticket_id
+            priority, sla_working_days, evidence_uri, dedupe_key, {sql_ticket_id("dedupe_key")} as ticket_id,
+            closed_at
         from keyed
         order by source, source_ref
         """
@@ -238,6 +242,8 @@ def derive_tickets(sources: pa.Table, outcomes: pa.Table | None, config: Dispatc
     `zhihui.ticket_outcomes`); None or empty means no feedback yet, so every ticket is `new`.
     """
     connection = duckdb.connect()
+    if "closed_at" not in sources.column_names:  # a table written before sources could close tickets
+        sources = sources.append_column("closed_at", pa.nulls(sources.num_rows, pa.timestamp("us", tz="UTC")))
     connection.register("sources", sources)
     if outcomes is None or outcomes.num_rows == 0:
         connection.execute(
@@ -256,7 +262,9 @@ def derive_tickets(sources: pa.Table, outcomes: pa.Table | None, config: Dispatc
             select ticket_id,
                 count(*) as merged_count,
                 min(priority) as top_priority,
-                max(occurred_at) as last_reported_at
+                max(occurred_at) as last_reported_at,
+                -- closed by its sources only when every report of it has ended
+                case when count(closed_at) = count(*) then max(closed_at) end as closed_at
             from sources
             group by ticket_id
         ),
@@ -273,8 +281,11 @@ def derive_tickets(sources: pa.Table, outcomes: pa.Table | None, config: Dispatc
             r.occurred_at as created_at,
             r.sla_working_days,
             r.dedupe_key, m.merged_count, r.evidence_uri,
-            coalesce(o.event, '{config.initial_status}') as status,
-            greatest(m.last_reported_at, o.event_at) as updated_at,
+            case
+                when m.closed_at is not null and (o.event_at is null or m.closed_at >= o.event_at) then 'closed'
+                else coalesce(o.event, '{config.initial_status}')
+            end as status,
+            greatest(m.last_reported_at, o.event_at, m.closed_at) as updated_at,
             coalesce(o.department_code, r.department_code) as handling_department_code
         from ranked as r
         join merged as m using (ticket_id)

@@ -27,6 +27,7 @@ class TicketFeed:
     sources: tuple[str, ...]
     table: str  # the gold table it reads (its Dagster asset key is the path split on "/")
     read: Callable[[Warehouse], pa.Table | None]  # candidates, or None when the table is not built
+    also_reads: tuple[str, ...] = ()  # further gold tables it reads (Dagster dependencies)
 
 
 def _candidate_columns(table: pa.Table) -> pa.Table:
@@ -55,7 +56,21 @@ def read_crosscheck_cases(warehouse: Warehouse) -> pa.Table | None:
     return ticket_candidates(warehouse, pc.max(dates).as_py())
 
 
+def read_iot_alerts(warehouse: Warehouse) -> pa.Table | None:
+    """One candidate per waterlogging incident (closed with it) and per early warning."""
+    from thematic_libs.emergency.alerts import read_iot_alerts as read
+
+    return read(warehouse)
+
+
 FEEDS: tuple[TicketFeed, ...] = (
     TicketFeed("urban_events", ("hotline", "grid_report", "enterprise_appeal"), URBAN_EVENTS, read_urban_events),
     TicketFeed("crosscheck", ("crosscheck",), "gold/social_assistance/case_review", read_crosscheck_cases),
+    TicketFeed(
+        "iot_alerts",
+        ("iot_alert",),
+        "gold/emergency/incidents",
+        read_iot_alerts,
+        also_reads=("gold/emergency/warnings", "gold/emergency/nearest_resources"),
+    ),
 )

@@ -5,7 +5,10 @@ derivation one *candidate* per record it wants handled. Location columns are opt
 derivation locates a candidate by `grid_code`, else by coordinates (containing or nearest grid),
 else by `community_code`, else by `district_code`. `dedupe_key` is optional too: when empty, the
 same event code at the same place within the merge window is one ticket; a source with its own
-notion of sameness (the cross-check: one ticket per case) sets it.
+notion of sameness (the cross-check: one ticket per case) sets it. `priority` and `department_code`
+override the catalogue and the responsibility matrix where the source knows better; `closed_at` says
+the source itself saw the problem end (an IoT incident whose readings stayed low), which closes the
+ticket unless the dispatch system reported on it later.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("evidence_uri", pa.string()),
         pa.field("dedupe_key", pa.string()),
         pa.field("department_code", pa.string()),  # set only when the source knows better than the matrix
+        pa.field("priority", pa.string()),  # set only when the source knows better than the catalogue (IoT depth)
+        pa.field("closed_at", pa.timestamp("us", tz="UTC")),  # the source saw the problem end (an IoT incident)
     ]
 )
 

@@ -21,6 +21,7 @@ from ingestion.contract import get_contract
 from ingestion.silver import silver_table
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.derive import DispatchConfig, prepare
+from thematic_libs.dispatch.feeds import URBAN_EVENTS
 from thematic_libs.dispatch.keys import sql_window_label
 from thematic_libs.reference import URBAN_MAJOR_CODES, load_enterprise_appeal_topics, load_event_catalogue
 from thematic_libs.urban.classifier import ENTERPRISE_MAJOR_CODES, AppealClassifier, ClassifierConfig
@@ -32,6 +33,19 @@ ENTERPRISE_APPEALS = "zhengshu.enterprise_appeals"
 ENTERPRISES = "shichang.enterprise_registration"
 OTHER_ENTERPRISE_APPEAL = "070107"  # the `other` topic: the text's classification may name a better item
 TRIAGE = "ops/triage"
+# Appeals that arrive on the hotline.appeals topic (bronze: the consumer wrote them exactly once).
+STREAMED_HOTLINE = "bronze/stream/hotline_appeals"
+HOTLINE_COLUMNS = [
+    "appeal_id",
+    "received_at",
+    "channel",
+    "content",
+    "address_text",
+    "lon",
+    "lat",
+    "district_code",
+    "is_urgent",
+]
 TRIAGE_SCHEMA = pa.schema(
     [
         pa.field("event_id", pa.string()),
@@ -78,6 +92,45 @@ def read_grids(warehouse: Warehouse) -> pa.Table:
     )
 
 
+def read_hotline(warehouse: Warehouse) -> pa.Table:
+    """Every hotline appeal, delivered in batches (silver) or streamed (bronze/stream), each once.
+
+    The same appeal arriving both ways is one appeal, so one event and one ticket: the batch delivery
+    (the hotline system's record of it) wins. Only the columns events need are read: the caller's
+    phone never leaves the restricted stream table.
+    """
+    delivered = read_silver(warehouse, HOTLINE, HOTLINE_COLUMNS)
+    if not warehouse.exists(STREAMED_HOTLINE):
+        return delivered
+    streamed = warehouse.table(STREAMED_HOTLINE).to_pyarrow_table(columns=HOTLINE_COLUMNS)
+    connection = duckdb.connect()
+    connection.register("delivered", delivered)
+    connection.register("streamed", streamed)
+    only_streamed = connection.sql(
+        """
+        select * from streamed
+        where appeal_id not in (select appeal_id from delivered)
+        qualify row_number() over (partition by appeal_id order by received_at) = 1
+        """
+    ).to_arrow_table()
+    return pa.concat_tables([delivered, only_streamed.cast(delivered.schema)])
+
+
+def write_urban_events(
+    warehouse: Warehouse, config: DispatchConfig, classifier: ClassifierInUse
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Build the urban events and the triage list and replace both tables; returns what
+    `build_urban_events` does."""
+    from deltalake import write_deltalake
+
+    events, rejections, triage = build_urban_events(warehouse, config, classifier)
+    for table, rows in ((URBAN_EVENTS, events), (TRIAGE, triage)):
+        write_deltalake(
+            warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
+        )
+    return events, rejections, triage
+
+
 def _masked(expression: str) -> str:
     for pattern, replacement in MASKS:
         expression = f"regexp_replace({expression}, '{pattern}', '{replacement}', 'g')"
@@ -115,12 +168,7 @@ def event_candidates(warehouse: Warehouse, merge_window_hours: int, classifier: 
     chose. Enterprise appeals keep the code of their delivered topic; where the topic is `other` or
     unknown, a confident classification of the text among the 07 items replaces it.
     """
-    hotline = read_silver(
-        warehouse,
-        HOTLINE,
-        ["appeal_id", "received_at", "channel", "content", "address_text", "lon", "lat", "district_code", "is_urgent"],
-    )
-    hotline = _classified(hotline, "content", classifier, URBAN_MAJOR_CODES)
+    hotline = _classified(read_hotline(warehouse), "content", classifier, URBAN_MAJOR_CODES)
     reports = read_silver(
         warehouse,
         GRID_REPORTS,

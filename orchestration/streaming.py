@@ -1,0 +1,191 @@
+"""The streaming side wired to the platform: which consumer writes where, and what runs after a commit.
+
+- `iot.sensor-readings` -> `bronze/stream/iot_sensor_readings`; after each commit the consumer itself
+  updates the waterlogging incidents (`gold/emergency/incidents`) and, when an incident opens, closes
+  or changes severity, re-derives the IoT tickets. A ticket is visible seconds after the reading.
+- `hotline.appeals` -> `bronze/stream/hotline_appeals`; after each commit the consumer rebuilds the
+  urban events (classified with the promoted classifier) and re-derives the urban tickets, so a
+  streamed appeal and the same appeal delivered in a batch are one event and one ticket.
+
+The nightly batch run recomputes the same incidents from the whole bronze table (`emergency_assets`)
+and feeds the same derivation, so both paths agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from ingestion.contract import get_contract
+from ingestion.streaming.broker import LocalBroker
+from ingestion.streaming.consumer import StreamSpec
+from ingestion.streaming.messages import MessageRules
+from ingestion.streaming.settings import KafkaSettings
+from ingestion.streaming.topics import Topic, load_topics
+from ingestion.warehouse import Warehouse
+from orchestration.settings import Settings
+
+log = logging.getLogger("yiwang.stream")
+
+SENSOR_DEVICES = "yingji.sensor_devices"
+# Limits per topic: an IoT reading is a few hundred bytes; an appeal carries free text.
+MAX_MESSAGE_BYTES = {"iot": 65_536, "hotline": 262_144, "video": 10_485_760}
+MAX_FUTURE = timedelta(minutes=5)
+TIME_FIELDS = {"iot": "ts", "hotline": "received_at"}
+REGISTRY_REFRESH_S = 30.0
+
+
+def broker_dir(settings: Settings) -> Path:
+    return settings.home / "broker"
+
+
+def local_broker(settings: Settings) -> LocalBroker:
+    return LocalBroker(broker_dir(settings))
+
+
+def kafka_settings(settings: Settings) -> KafkaSettings:
+    """KAFKA_BOOTSTRAP_SERVERS, else the running local broker (BrokerUnavailable when neither)."""
+    return KafkaSettings.from_env(local_broker(settings))
+
+
+def read_devices(warehouse: Warehouse) -> pl.DataFrame:
+    """The sensor registry as silver holds it (empty with its columns before the first batch)."""
+    from thematic_libs.urban.events import read_silver
+
+    columns = [c.name for c in get_contract(SENSOR_DEVICES).columns]
+    frame = pl.from_arrow(read_silver(warehouse, SENSOR_DEVICES, columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+@dataclass
+class _Registry:
+    """The sensor registry, re-read when silver has a new version (checked every 30 s)."""
+
+    warehouse: Warehouse
+    devices: pl.DataFrame = field(default_factory=pl.DataFrame)
+    metrics: dict[str, str] = field(default_factory=dict)
+    version: int | None = None
+    checked: float = 0.0
+
+    def refresh(self) -> bool:
+        if time.monotonic() - self.checked < REGISTRY_REFRESH_S and self.version is not None:
+            return False
+        self.checked = time.monotonic()
+        from ingestion.silver import silver_table
+
+        table = silver_table(get_contract(SENSOR_DEVICES))
+        version = self.warehouse.table(table).version() if self.warehouse.exists(table) else -1
+        if version == self.version:
+            return False
+        self.version = version
+        self.devices = read_devices(self.warehouse)
+        self.metrics = dict(zip(self.devices["device_id"].to_list(), self.devices["metric"].to_list(), strict=True))
+        log.info("sensor registry: %d devices (silver version %d)", len(self.metrics), version)
+        return True
+
+
+class IotAlerts:
+    """After each committed micro-batch: incidents, then the IoT tickets when an incident's state moved."""
+
+    def __init__(self, warehouse: Warehouse, registry: _Registry) -> None:
+        from thematic_libs.emergency.alerts import stored_readings
+        from thematic_libs.emergency.incidents import IncidentTracker
+        from thematic_libs.emergency.settings import IncidentConfig
+
+        self.warehouse = warehouse
+        self.registry = registry
+        registry.refresh()
+        self.config = IncidentConfig.load()
+        self.tracker = IncidentTracker(registry.devices, self.config)
+        history = stored_readings(warehouse, self.config)
+        if history is not None and history.height:
+            self.tracker.load(history)
+        self.totals: dict[str, object] = {"incidents_opened": 0, "incidents_closed": 0, "ticket_refreshes": 0}
+
+    def __call__(self, rows: pl.DataFrame) -> dict[str, object]:
+        from thematic_libs.dispatch.refresh import feeds_named, refresh_tickets
+        from thematic_libs.emergency.alerts import merge_incidents, moves_tickets
+
+        if self.registry.refresh():
+            self.tracker.set_devices(self.registry.devices)
+        changes = self.tracker.add(rows)
+        if changes.changed.height or changes.withdrawn:
+            merge_incidents(self.warehouse, changes.changed, changes.withdrawn)
+        self.totals["incidents_opened"] = int(self.totals["incidents_opened"]) + changes.opened  # type: ignore[call-overload]
+        self.totals["incidents_closed"] = int(self.totals["incidents_closed"]) + changes.closed  # type: ignore[call-overload]
+        if moves_tickets(changes):
+            refresh_tickets(self.warehouse, feeds_named("iot_alerts"))
+            self.totals["ticket_refreshes"] = int(self.totals["ticket_refreshes"]) + 1  # type: ignore[call-overload]
+        return dict(self.totals)
+
+
+class StreamedAppeals:
+    """After each committed micro-batch of appeals: urban events and the urban tickets."""
+
+    def __init__(self, warehouse: Warehouse, settings: Settings) -> None:
+        from thematic_libs.urban.classifier import ClassifierConfig
+        from thematic_libs.urban.events import ClassifierInUse
+        from thematic_libs.urban.model_store import ModelStore
+
+        self.warehouse = warehouse
+        config = ClassifierConfig.load()
+        version, model = ModelStore(settings.models_dir).promoted_classifier(config)
+        self.classifier = ClassifierInUse(version, model, config)
+        self.refreshes = 0
+
+    def __call__(self, rows: pl.DataFrame) -> dict[str, object]:
+        from thematic_libs.dispatch.derive import DispatchConfig
+        from thematic_libs.dispatch.refresh import feeds_named, refresh_tickets
+        from thematic_libs.urban.events import write_urban_events
+
+        write_urban_events(self.warehouse, DispatchConfig.load(), self.classifier)
+        refresh_tickets(self.warehouse, feeds_named("urban_events"))
+        self.refreshes += 1
+        return {"event_refreshes": self.refreshes}
+
+
+def stream_spec(topic: Topic, warehouse: Warehouse, settings: Settings, *, derive: bool = True) -> StreamSpec:
+    """The consumer's view of `topic`; `derive=False` writes bronze only (benchmarks of the ingest path)."""
+    contract = get_contract(topic.fields_contract_id)
+    registry = _Registry(warehouse) if topic.short_name == "iot" else None
+
+    def rules() -> MessageRules:
+        if registry is not None:
+            registry.refresh()
+        return MessageRules(
+            key_field=topic.key_field,
+            max_message_bytes=MAX_MESSAGE_BYTES.get(topic.short_name, 1_048_576),
+            max_future=MAX_FUTURE,
+            time_field=TIME_FIELDS.get(topic.short_name),
+            devices=registry.metrics if registry is not None else None,
+        )
+
+    after = None
+    if derive and registry is not None:
+        after = IotAlerts(warehouse, registry)
+    elif derive and topic.short_name == "hotline":
+        after = StreamedAppeals(warehouse, settings)
+    return StreamSpec(
+        topic=topic.name,
+        short_name=topic.short_name,
+        contract=contract,
+        bronze_table=topic.bronze_table,
+        group=topic.group,
+        partitions=topic.partitions,
+        dedupe_key=topic.dedupe_key,
+        rules=rules,
+        after_commit=after,
+    )
+
+
+def topic_named(short_name: str) -> Topic:
+    topics = load_topics()
+    if short_name not in topics:
+        raise ValueError(f"unknown stream {short_name!r}; use one of {', '.join(sorted(topics))}")
+    return topics[short_name]
