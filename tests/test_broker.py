@@ -23,7 +23,7 @@ from ingestion.streaming.broker import (
     ensure_topics,
     wait_until_ready,
 )
-from ingestion.streaming.kcat import kcat_command
+from ingestion.streaming.kcat import KcatUnavailable, kcat_command
 from ingestion.streaming.settings import BrokerUnavailable, KafkaSettings
 from ingestion.streaming.topics import load_topics, topic_by_name
 from tests.kafka_kit import S3_STORAGE, moto_s3_server, running_broker
@@ -297,6 +297,12 @@ def _kcat(settings: KafkaSettings, args: list[str], stdin: str | None = None) ->
     return subprocess.run(
         [*argv, "-b", settings.bootstrap, *args], input=stdin, env=env, capture_output=True, text=True, timeout=30
     )
+
+
+def test_kcat_command_says_what_is_missing(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(KcatUnavailable, match=r"^kcat is not installed: apt-get install -y kcat"):
+        kcat_command()
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (`make setup` installs it)")

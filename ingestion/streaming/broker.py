@@ -122,7 +122,7 @@ class LocalBroker:
         state = self._read_state()
         if state is None or not _is_tansu(state.pid, state.port):
             return False
-        os.kill(state.pid, signal.SIGKILL)
+        _signal(state.pid, signal.SIGKILL)
         _wait_gone(state, 5.0)
         return True
 
@@ -159,9 +159,9 @@ class LocalBroker:
             return False
         stopped = False
         if _is_tansu(state.pid, state.port):
-            os.kill(state.pid, signal.SIGTERM)
+            _signal(state.pid, signal.SIGTERM)
             if not _wait_gone(state, timeout):
-                os.kill(state.pid, signal.SIGKILL)
+                _signal(state.pid, signal.SIGKILL)
                 _wait_gone(state, 5.0)
             stopped = True
         self.state_file.unlink(missing_ok=True)
@@ -214,15 +214,20 @@ def _reap(pid: int) -> int | None:
 
 
 def _alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie; a zombie child of this process is reaped on the way."""
+    """Whether any thread of `pid` still runs; an exited child of this process is reaped on the way.
+
+    The threads are checked one by one: when a multi-threaded broker is killed its main thread turns zombie while
+    the others still exit and still hold the listening socket.
+    """
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            if task.read_text().rpartition(")")[2].split()[0] not in ("Z", "X"):
+                return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # gone, or the zombie of another parent: nothing left to stop
         return False
-    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-        _reap(pid)  # checked after the state, so a child that dies meanwhile is still reaped next time
-        return False
-    return True
+    return done == 0  # our child, reapable once every thread has exited
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -253,6 +258,12 @@ def _is_tansu(pid: int, port: int) -> bool:
         return Path(argv[0]).name == "tansu" and f"tcp://{LOOPBACK}:{port}" in argv
     # Just after exec (and while exiting) the kernel names the process but shows no argv.
     return _comm(pid) == "tansu"
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Signal a process just checked to be the broker; it may have exited since, which is what we wanted."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 def _wait_gone(state: BrokerState, timeout: float) -> bool:

@@ -24,10 +24,14 @@ Semantics (per device, over its readings ordered by ts, ties by seq; settings of
   puts it: a clear one inside a closed incident's clear tail changes nothing; one at or above the band
   there moves `closed_at` to its ts + close_after_minutes if a later clear reading still covers that, and
   reopens the incident otherwise; one above threshold just before a run can open the incident earlier,
-  which gives it another id (the id is the device and the opening reading's ts).
+  which gives it another id (the id is the device and the opening reading's ts). After the reading that
+  proved a close, a late reading belongs to what follows the incident: it cannot extend or reopen it.
+  `IncidentTracker` judges late readings the same way, back to history_hours before the device's newest
+  reading; it refuses older ones.
 
-`incident_id` = incident_prefix + the first 12 hex digits of sha256(f"{device_id}|{opened_at.isoformat()}")
-with opened_at in UTC, so a re-run, a replay or the batch platform give the streaming consumer's ids.
+`incident_id` = incident_prefix + the first 12 hex digits of sha256(f"{device_id}|{iso}"), iso being
+opened_at in UTC as `isoformat(timespec="microseconds")` (2026-07-01T08:03:00.000000+00:00), so a re-run,
+a replay or the batch platform give the streaming consumer's ids.
 """
 
 from __future__ import annotations
@@ -215,6 +219,9 @@ def _next_true(flag: np.ndarray) -> np.ndarray:
 class _Analysis:
     """The state machine run over prepared readings: per-row flags and per-incident row positions."""
 
+    dev: np.ndarray  # per row: `_dev`, the device's number in the monitored registry
+    starts: np.ndarray  # per device present: its first row
+    group: np.ndarray  # per row: index of its device in `starts`
     dev_start: np.ndarray  # per row: first row of its device
     dev_end: np.ndarray  # per row: one past the last row of its device
     ts: np.ndarray  # per row, microseconds
@@ -292,6 +299,9 @@ def _analyse(prepared: pl.DataFrame) -> _Analysis:
     # would have been the proof; the proof itself belongs to the span only when it falls on closed_at.
     last = np.where(shut, np.where(ts[proof] == closed_at, proof, proof - 1), dev_end[opened] - 1)
     return _Analysis(
+        dev=dev,
+        starts=starts,
+        group=group,
         dev_start=dev_start,
         dev_end=dev_end,
         ts=ts,
@@ -305,8 +315,11 @@ def _analyse(prepared: pl.DataFrame) -> _Analysis:
     )
 
 
-def _incident_id(prefix: str, device_id: str, opened_at: datetime) -> str:
-    digest = hashlib.sha256(f"{device_id}|{opened_at.isoformat()}".encode()).hexdigest()
+ISO_UTC = "%Y-%m-%dT%H:%M:%S%.6f+00:00"  # isoformat(timespec="microseconds") of a UTC timestamp
+
+
+def _incident_id(prefix: str, device_id: str, opened_at_iso: str) -> str:
+    digest = hashlib.sha256(f"{device_id}|{opened_at_iso}".encode()).hexdigest()
     return f"{prefix}{digest[:12]}"
 
 
@@ -327,7 +340,9 @@ def _incidents(
     bounds[0::2], bounds[1::2] = start, last + 1
     peak = np.maximum.reduceat(value, bounds)[0::2]
     rows = np.arange(value.size - 1)
-    segment = np.clip(np.searchsorted(start, rows, side="right") - 1, 0, None)
+    marks = np.zeros(rows.size, dtype=np.int64)
+    marks[start] = 1
+    segment = np.maximum(np.cumsum(marks) - 1, 0)  # the last incident starting at or before the row
     at_peak = (rows >= start[segment]) & (rows <= last[segment]) & (value[:-1] == peak[segment])
     peak_row = np.minimum.reduceat(np.append(np.where(at_peak, rows, rows.size), rows.size), bounds)[0::2]
     shut = analysis.closing >= 0
@@ -348,9 +363,10 @@ def _incidents(
         }
     ).with_columns(pl.when(pl.col("status") == "closed").then(pl.col("closed_at")).alias("closed_at"))
     frame = frame.join(monitored, on="_dev", how="left")
+    opened_iso = frame["opened_at"].dt.to_string(ISO_UTC)
     ids = [
-        _incident_id(prefix, device_id, opened_at)
-        for prefix, device_id, opened_at in zip(frame["prefix"], frame["device_id"], frame["opened_at"], strict=True)
+        _incident_id(prefix, device_id, iso)
+        for prefix, device_id, iso in zip(frame["prefix"], frame["device_id"], opened_iso, strict=True)
     ]
     quiet = pl.lit(None, TS)
     if now is not None:
@@ -449,8 +465,9 @@ class IncidentTracker:
     """`detect_incidents` for the streaming consumer: feed it micro-batches, get what changed.
 
     It keeps the readings of each monitored device and, after each `add`, re-runs the detector over the
-    devices the batch touched only. Its incidents are always those `detect_incidents` gives over every
-    reading it accepted (a test checks this for random micro-batches with late readings).
+    devices the batch touched only, and reports the difference with what it reported before. Applied in
+    order, its reports give exactly the incidents `detect_incidents` gives over every reading it accepted
+    (a test checks this for random micro-batches with late readings), however the readings were batched.
 
     Bounded memory: after each run a device's readings are cut at the latest point where nothing before
     can matter any more: before it only closed incidents (already reported, then forgotten), and the
@@ -563,16 +580,15 @@ class IncidentTracker:
         np.add.at(in_span, analysis.span_end() + 1, -1)
         free = ~analysis.above & (np.cumsum(in_span)[:n] == 0)
         free_run = idx - np.maximum(np.maximum.accumulate(np.where(free, -1, idx)), analysis.dev_start - 1)
-        settings = prepared.join(self._monitored.select("_dev", "lookback", "history_us"), on="_dev", how="left")
-        lookback = settings["lookback"].to_numpy()
+        lookback = self._monitored["lookback"].to_numpy()[analysis.dev]
+        history_us = self._monitored["history_us"].to_numpy()[analysis.dev]
         newest = analysis.ts[analysis.dev_end - 1]
-        sealable = free & (free_run >= lookback) & (analysis.ts < newest - settings["history_us"].to_numpy())
-        starts = np.unique(analysis.dev_start)
+        sealable = free & (free_run >= lookback) & (analysis.ts < newest - history_us)
+        starts = analysis.starts
         seal = np.maximum.reduceat(np.where(sealable, idx, -1), starts)
         has_seal = seal >= starts
         first_kept = np.where(has_seal, seal - lookback[np.maximum(seal, 0)] + 1, starts)
-        group = np.searchsorted(starts, idx, side="right") - 1
-        keep_rows = idx >= first_kept[group]
+        keep_rows = idx >= first_kept[analysis.group]
         keep_incidents = keep_rows[analysis.start] if analysis.start.size else np.zeros(0, dtype=bool)
         sealed_rows = seal[has_seal]
         sealed = prepared[sealed_rows].select(

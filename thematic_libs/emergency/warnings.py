@@ -6,7 +6,8 @@ before (at least min_history_days days with waterlogging events within dbt var e
 rain alone is not a reason to send people to a grid that drains well. min_risk_level, when set, also
 keeps only grids whose risk_level reaches it. A grid without a forecast is not warned.
 
-`warning_id` = 'EW' + the first 12 hex digits of sha256(f"{grid_code}|{forecast_issued_at in UTC, ISO}"):
+`warning_id` = 'EW' + the first 12 hex digits of sha256(f"{grid_code}|{iso}"), iso being forecast_issued_at
+in UTC as `isoformat(timespec="microseconds")`:
 the same forecast gives the same id on every run, a new issue a new one.
 """
 
@@ -16,6 +17,7 @@ import hashlib
 
 import polars as pl
 
+from thematic_libs.emergency.incidents import ISO_UTC
 from thematic_libs.emergency.settings import RISK_LEVELS, IncidentConfig
 
 WARNING_SCHEMA: dict[str, pl.DataType] = {
@@ -56,7 +58,9 @@ def _issued_utc(risk: pl.DataFrame) -> pl.Expr:
     """forecast_issued_at as Datetime(us, UTC); a naive timestamp is taken to be UTC."""
     dtype = risk.schema["forecast_issued_at"]
     expr = pl.col("forecast_issued_at")
-    if isinstance(dtype, pl.Datetime):
+    if dtype == pl.String:
+        expr = expr.str.to_datetime(time_unit="us", time_zone="UTC")
+    elif isinstance(dtype, pl.Datetime):
         expr = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr.dt.convert_time_zone("UTC")
     return expr.cast(pl.Datetime("us", "UTC"))
 
@@ -103,7 +107,7 @@ def early_warnings(risk: pl.DataFrame, config: IncidentConfig | None = None) -> 
         wanted = list(RISK_LEVELS[RISK_LEVELS.index(rule.min_risk_level) :])
         keep = keep & pl.col("risk_level").is_in(wanted).fill_null(False)
     warned = rows.filter(keep).sort(["risk_score", "grid_code"], descending=[True, False], nulls_last=True)
-    issued_iso = warned["forecast_issued_at"].dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+    issued_iso = warned["forecast_issued_at"].dt.to_string(ISO_UTC)
     ids = [_warning_id(grid, issued) for grid, issued in zip(warned["grid_code"], issued_iso, strict=True)]
     reasons = [
         _reason(rain, level, days, rule.history_label)

@@ -1,0 +1,188 @@
+"""Exactly once under faults: consumers SIGKILLed at random points, a broker killed and restarted, two
+consumers of one group with one killed, a broker that comes back empty. In every case bronze ends
+holding every valid message the simulator sent, once, with its content; every malformed one is in
+quarantine once."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from ingestion.streaming.simulate import Device, IotProfile, IotSimulator, produce
+from tests.kafka_kit import S3_STORAGE, moto_s3_server, running_broker
+from tests.stream_kit import (
+    YIWANG,
+    bronze_readings,
+    consumer_env,
+    expected_readings,
+    malformed_count,
+    registry_rows,
+    same_content,
+    start_consumer,
+    write_registry,
+)
+
+PROFILE = IotProfile(duplicate_share=0.05, late_share=0.03, malformed_share=0.04, quiet_share=0.0)
+
+
+def _devices() -> list[Device]:
+    return [Device(r["device_id"], r["device_type"], r["metric"], r["alert_threshold"]) for r in registry_rows()]
+
+
+def _producer(kafka, record: Path, rate: float, seconds: float, seed: int) -> threading.Thread:
+    simulator = IotSimulator(_devices(), rate, seconds, seed=seed, time_scale=60, profile=PROFILE)
+
+    def run() -> None:
+        with open(record, "w", encoding="utf-8") as handle:
+            produce(kafka.client_options(), "iot.sensor-readings", simulator.messages(), handle)
+
+    return threading.Thread(target=run, daemon=True)
+
+
+def _drain(home: Path, kafka, seconds: float = 25) -> str:
+    done = subprocess.run(
+        [YIWANG, "stream", "run", "iot", "--max-seconds", str(seconds), "--no-derive"],
+        env=consumer_env(home, kafka),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _assert_exactly_once(home: Path, record: Path) -> None:
+    warehouse = home / "warehouse"
+    bronze = bronze_readings(warehouse)
+    expected = expected_readings(record)
+    assert bronze.height == expected.height, (bronze.height, expected.height)
+    assert bronze.select("device_id", "seq").is_duplicated().sum() == 0
+    assert bronze.select("_partition", "_offset").is_duplicated().sum() == 0
+    assert same_content(bronze, expected)
+    quarantine = pl.from_arrow(DeltaTable(str(warehouse / "quarantine/messages")).to_pyarrow_table())
+    assert quarantine.select("partition", "offset").unique().height == malformed_count(record)
+    assert quarantine.select("partition", "offset", "rule").is_duplicated().sum() == 0
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    write_registry(home / "warehouse", registry_rows())
+    return home
+
+
+def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    record = tmp_path / "sent.jsonl"
+    chooser = random.Random(12)
+    with running_broker(tmp_path) as (_, kafka):
+        producer = _producer(kafka, record, rate=150, seconds=45, seed=3)
+        producer.start()
+        kills = 0
+        while kills < 10:
+            consumer = start_consumer(home, kafka, "iot", "--no-derive", "--batch-seconds", "0.2")
+            time.sleep(chooser.uniform(3.0, 8.0))
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait(timeout=30)
+            kills += 1
+        producer.join(timeout=120)
+        _drain(home, kafka)
+    _assert_exactly_once(home, record)
+    batches = pl.from_arrow(DeltaTable(str(home / "warehouse/ops/stream_batches")).to_pyarrow_table())
+    assert batches["consumer_id"].n_unique() >= 6  # most of the killed consumers had written before dying
+
+
+def test_broker_killed_and_restarted_while_consuming(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    record = tmp_path / "sent.jsonl"
+    with moto_s3_server() as s3_env, running_broker(tmp_path, storage=S3_STORAGE, env=s3_env) as (broker, kafka):
+        state = broker.status()
+        assert state is not None
+        consumer = start_consumer(home, kafka, "iot", "--no-derive", "--max-seconds", "60")
+        producer = _producer(kafka, record, rate=100, seconds=12, seed=5)
+        producer.start()
+        producer.join(timeout=60)
+        time.sleep(2)
+        broker.kill()
+        time.sleep(3)  # the consumer meets a dead broker: it must retry, not crash
+        broker.start(port=state.port, storage=S3_STORAGE, env=s3_env)
+        output, _ = consumer.communicate(timeout=120)
+        assert consumer.returncode == 0, output
+        _drain(home, kafka, seconds=15)
+    _assert_exactly_once(home, record)
+
+
+def test_two_consumers_of_one_group_one_killed(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    record = tmp_path / "sent.jsonl"
+    with running_broker(tmp_path) as (_, kafka):
+        first = start_consumer(home, kafka, "iot", "--no-derive", "--max-seconds", "70")
+        second = start_consumer(home, kafka, "iot", "--no-derive", "--max-seconds", "70")
+        producer = _producer(kafka, record, rate=120, seconds=30, seed=9)
+        producer.start()
+        time.sleep(15)
+        second.send_signal(signal.SIGKILL)
+        second.wait(timeout=30)
+        producer.join(timeout=90)
+        output, _ = first.communicate(timeout=150)
+        assert first.returncode == 0, output
+        _drain(home, kafka, seconds=15)
+    _assert_exactly_once(home, record)
+    batches = pl.from_arrow(DeltaTable(str(home / "warehouse/ops/stream_batches")).to_pyarrow_table())
+    assert batches["consumer_id"].n_unique() >= 2  # both members wrote
+
+
+def test_broker_that_comes_back_empty_is_refused_until_a_reset(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    record = tmp_path / "sent.jsonl"
+    with running_broker(tmp_path) as (broker, kafka):
+        producer = _producer(kafka, record, rate=100, seconds=3, seed=1)
+        producer.start()
+        producer.join(timeout=30)
+        _drain(home, kafka, seconds=12)
+        written = bronze_readings(home / "warehouse").height
+        state = broker.status()
+        assert state is not None
+        broker.stop()
+        broker.start(port=state.port)  # memory storage: every topic and offset is gone
+    with running_broker(tmp_path, port=state.port) as (_, kafka):
+        refused = subprocess.run(
+            [YIWANG, "stream", "run", "iot", "--max-seconds", "15", "--no-derive"],
+            env=consumer_env(home, kafka),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        message = " ".join((refused.stdout + refused.stderr).split())
+        assert "does not hold what was already consumed" in message
+        assert "yiwang stream reset iot" in message
+        assert bronze_readings(home / "warehouse").height == written  # nothing skipped, nothing written
+        reset = subprocess.run(
+            [YIWANG, "stream", "reset", "iot", "--reason", "ephemeral broker restarted", "--by", "test"],
+            env=consumer_env(home, kafka),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+        second = tmp_path / "second.jsonl"
+        producer = _producer(kafka, second, rate=100, seconds=3, seed=2)
+        producer.start()
+        producer.join(timeout=30)
+        _drain(home, kafka, seconds=12)
+    epochs = pl.from_arrow(DeltaTable(str(home / "warehouse/ops/stream_epochs")).to_pyarrow_table())
+    assert epochs.row(0, named=True)["reason"] == "ephemeral broker restarted"
+    expected = pl.concat([expected_readings(record), expected_readings(second)]).unique(["device_id", "seq"])
+    assert bronze_readings(home / "warehouse").height == expected.height
+    assert json.loads(epochs["offsets_before"][0])  # the offsets given up are kept for the audit
+    assert datetime.now(UTC) > epochs["reset_at"][0]
