@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-import pytest
 from deltalake import DeltaTable
 
 from ingestion.streaming.simulate import Device, IotProfile, IotSimulator, produce

@@ -144,11 +144,16 @@ def _resources(warehouse: Warehouse) -> pa.Table:
 
 
 def read_iot_alerts(warehouse: Warehouse) -> pa.Table | None:
-    """Ticket candidates of every incident and warning (None before the incidents table exists)."""
-    if not warehouse.exists(INCIDENTS):
+    """Ticket candidates of every incident and warning (None before either table exists)."""
+    if not warehouse.exists(INCIDENTS) and not warehouse.exists(WARNINGS):
         return None
+    incidents_table = (
+        warehouse.table(INCIDENTS).to_pyarrow_table()
+        if warehouse.exists(INCIDENTS)
+        else incident_arrow_schema().empty_table()
+    )
     connection = duckdb.connect()
-    connection.register("incidents", warehouse.table(INCIDENTS).to_pyarrow_table())
+    connection.register("incidents", incidents_table)
     connection.register("resources", _resources(warehouse))
     connection.register("metric_events", load_sensor_metric_events().select(["metric", "event_code"]))
     warnings = warehouse.table(WARNINGS).to_pyarrow_table() if warehouse.exists(WARNINGS) else None
