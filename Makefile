@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.yiwang/dagster
 
-.PHONY: setup run test lint format bench dagster clean
+.PHONY: setup run test lint format bench dagster stream-demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.linkage
 	$(BIN)/python -m bench.thematic
 	$(BIN)/python -m bench.classifier
+	$(BIN)/python -m bench.streaming
+
+stream-demo: $(STAMP)
+	$(BIN)/yiwang stream demo
 
 dagster: $(STAMP) | $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -39,7 +39,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from ingestion.contract import Contract
-from ingestion.delta_append import append_transactions
+from ingestion.delta_append import append_frame, append_transactions
 from ingestion.streaming.dedupe import KeySet, SeqWindows
 from ingestion.streaming.messages import (
     QUARANTINE_MESSAGES_SCHEMA,
@@ -60,6 +60,7 @@ STREAM_BATCH_SCHEMA = pa.schema(
     [
         pa.field("topic", pa.string(), nullable=False),
         pa.field("consumer_id", pa.string(), nullable=False),
+        pa.field("micro_batch", pa.string(), nullable=False),  # `_micro_batch` of the rows it wrote
         pa.field("epoch", pa.int64(), nullable=False),
         pa.field("bronze_version", pa.int64(), nullable=False),
         pa.field("partitions", pa.string(), nullable=False),  # "p:first-last" per partition
@@ -67,8 +68,11 @@ STREAM_BATCH_SCHEMA = pa.schema(
         pa.field("written", pa.int64(), nullable=False),
         pa.field("duplicates", pa.int64(), nullable=False),
         pa.field("quarantined", pa.int64(), nullable=False),
-        pa.field("latency_p50_ms", pa.float64()),  # producer timestamp -> bronze commit
+        pa.field("latency_p50_ms", pa.float64()),  # producer timestamp -> bronze commit, over the rows written
+        pa.field("latency_p99_ms", pa.float64()),
         pa.field("latency_max_ms", pa.float64()),
+        pa.field("commit_ms", pa.float64(), nullable=False),  # quarantine + bronze commits
+        pa.field("after_commit_ms", pa.float64()),  # incidents, events, tickets
         pa.field("rss_mb", pa.float64(), nullable=False),
         pa.field("committed_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
@@ -163,6 +167,7 @@ class StreamConsumer:
         self._expected: dict[int, int] = {}  # next offset per assigned partition
         self._unverified: dict = {}  # TopicPartition -> last offset Delta holds, checked after the rebalance
         self._table: DeltaTable | None = None
+        self._batches = 0
         self._consumer = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -406,6 +411,13 @@ class StreamConsumer:
         checked = check_messages(messages, self.spec.topic, self.spec.contract, self.spec.rules())
         new_rows, duplicates = self._drop_duplicates(checked.good)
         last = self._last_offsets(messages)
+        self._batches += 1
+        micro_batch = f"{self.consumer_id}#{self._batches}"
+        new_rows = new_rows.with_columns(
+            pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+            pl.lit(micro_batch).alias("_micro_batch"),
+        )
+        started = time.perf_counter()
         try:
             self._write_quarantine(checked, last)
             version = self._commit_bronze(new_rows, last)
@@ -415,18 +427,23 @@ class StreamConsumer:
             )
             self._reassign(sorted(last))
             return
+        committed_at = datetime.now(UTC)
+        commit_ms = (time.perf_counter() - started) * 1000
         for partition, offset in last.items():
             self._expected[partition] = offset + 1
-        committed_at = datetime.now(UTC)
-        self._record_batch(messages, new_rows, duplicates, checked, version, committed_at, last)
+        self._commit_kafka(last)
+        after_ms = None
+        if self.spec.after_commit is not None and new_rows.height:
+            started = time.perf_counter()
+            summary.post = self.spec.after_commit(new_rows)
+            after_ms = (time.perf_counter() - started) * 1000
+        figures = {"micro_batch": micro_batch, "commit_ms": commit_ms, "after_commit_ms": after_ms}
+        self._record_batch(messages, new_rows, duplicates, checked, version, committed_at, last, figures)
         summary.batches += 1
         summary.messages += len(messages)
         summary.written += new_rows.height
         summary.duplicates += duplicates
         summary.quarantined += checked.refused
-        self._commit_kafka(last)
-        if self.spec.after_commit is not None and new_rows.height:
-            summary.post = self.spec.after_commit(new_rows)
 
     def _check_continuity(self, messages: list[Message]) -> None:
         """A record below the offset Delta says comes next means the broker's log changed under us."""
@@ -543,18 +560,16 @@ class StreamConsumer:
         self.revoked(owned)
         self.assigned(consumer, owned)
 
-    def _record_batch(self, messages, rows, duplicates, checked, version, committed_at, last) -> None:
-        produced = rows["_kafka_ts"].drop_nulls()
-        latency = (pl.lit(committed_at).cast(pl.Datetime("us", "UTC")) - pl.col("_kafka_ts")).dt.total_microseconds()
-        lat = (
-            rows.select(latency.alias("us")).drop_nulls()["us"] / 1000
-            if produced.len()
-            else pl.Series([], dtype=pl.Float64)
-        )
+    def _record_batch(self, messages, rows, duplicates, checked, version, committed_at, last, figures) -> None:
+        """One row of ops/stream_batches: what the micro-batch held and how long it took to be visible."""
+        committed = pl.lit(committed_at).cast(pl.Datetime("us", "UTC"))
+        waited = rows.select(((committed - pl.col("_kafka_ts")).dt.total_microseconds() / 1000).alias("ms"))
+        latency = waited["ms"].drop_nulls()
         first = self._first_offsets(messages)
         row = {
             "topic": self.spec.topic,
             "consumer_id": self.consumer_id,
+            "micro_batch": figures["micro_batch"],
             "epoch": self.epoch,
             "bronze_version": version,
             "partitions": " ".join(f"{p}:{first[p]}-{last[p]}" for p in sorted(last)),
@@ -562,18 +577,19 @@ class StreamConsumer:
             "written": rows.height,
             "duplicates": duplicates,
             "quarantined": checked.refused,
-            "latency_p50_ms": float(lat.median()) if lat.len() else None,
-            "latency_max_ms": float(lat.max()) if lat.len() else None,
+            "latency_p50_ms": float(latency.median()) if latency.len() else None,  # type: ignore[arg-type]
+            "latency_p99_ms": float(latency.quantile(0.99)) if latency.len() else None,  # type: ignore[arg-type]
+            "latency_max_ms": float(latency.max()) if latency.len() else None,  # type: ignore[arg-type]
+            "commit_ms": round(figures["commit_ms"], 1),
+            "after_commit_ms": round(figures["after_commit_ms"], 1) if figures["after_commit_ms"] else None,
             "rss_mb": round(rss_mb(), 1),
             "committed_at": committed_at,
         }
-        from ingestion.delta_append import append_frame
-
         append_frame(
             self.warehouse.uri(STREAM_BATCHES),
             pa.Table.from_pylist([row], schema=STREAM_BATCH_SCHEMA),
             STREAM_BATCH_SCHEMA,
-            app_id=f"{self.spec.topic}:{self.consumer_id}:{version}",
+            app_id=f"{STREAM_BATCHES}:{figures['micro_batch']}",
             storage_options=self.warehouse.options(),
         )
 

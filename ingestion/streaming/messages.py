@@ -54,6 +54,7 @@ STREAM_LINEAGE = (
     pa.field("_key", pa.string()),
     pa.field("_kafka_ts", pa.timestamp("us", tz="UTC")),
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("_micro_batch", pa.string(), nullable=False),  # the consumer's micro-batch (ops/stream_batches)
 )
 
 QUARANTINE_MESSAGES_SCHEMA = pa.schema(
@@ -261,6 +262,7 @@ def _with_lineage(typed: pl.DataFrame, messages: list[Message], topic: str, now:
         pl.Series("_key", [_raw(m.key) if m.key is not None else None for m in messages], dtype=pl.String),
         _timestamps("_kafka_ts", [m.timestamp_ms for m in messages]),
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+        pl.lit("", dtype=pl.String).alias("_micro_batch"),  # set by the consumer when it writes the batch
     )
 
 
