@@ -249,15 +249,24 @@ def _consume(stream: str, max_seconds: float | None, batch_seconds: float, deriv
     kafka = _kafka(settings)
     warehouse = _warehouse(settings)
     topic = topic_named(stream)
-    try:
-        ensure_topics(kafka, [topic])
-    except (BrokerUnavailable, TopicError) as error:
-        raise _fail(str(error), STREAM_FAILED) from None
+
+    def create_topics() -> None:
+        try:
+            ensure_topics(kafka, [topic])
+        except BrokerUnavailable as error:
+            raise ConnectionError(str(error)) from None
+
+    def retrying(message: str) -> None:
+        if not quiet:
+            console.print(f"[yellow]{datetime.now(CST):%H:%M:%S} {message}[/]", highlight=False)
+
     consumer = StreamConsumer(
         stream_spec(topic, warehouse, settings, derive=derive),
         warehouse,
         kafka.client_options(),
         batch_seconds=batch_seconds,
+        on_connect=create_topics,
+        on_retry=retrying,
     )
     if threading.current_thread() is threading.main_thread():
         consumer.install_signal_handlers()
@@ -275,9 +284,15 @@ def _consume(stream: str, max_seconds: float | None, batch_seconds: float, deriv
         )
 
     try:
-        return consumer.run(max_seconds=max_seconds, on_progress=progress)
+        summary = consumer.run(max_seconds=max_seconds, on_progress=progress)
     except BrokerBehind as error:
         raise _fail(str(error), STREAM_FAILED) from None
+    except TopicError as error:
+        raise _fail(str(error), STREAM_FAILED) from None
+    if summary.stopped_by.startswith("max-seconds (broker unreachable"):
+        message = f"no broker answered at {kafka.bootstrap} within --max-seconds; nothing was consumed"
+        raise _fail(message, STREAM_FAILED)
+    return summary
 
 
 @stream_app.command("status")

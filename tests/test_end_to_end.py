@@ -147,3 +147,26 @@ def test_yiwang_run_end_to_end(tmp_path):
     text = pl.concat_str([pl.col("title").fill_null(""), pl.col("description").fill_null("")])
     personal = tickets.filter(text.str.contains(r"(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)|[1-9][0-9]{16}[0-9Xx]"))
     assert personal.height == 0, personal.select("ticket_id", "description").head(3)
+    # The streaming path beside it (README: `make stream-demo`): broker, simulators, consumers, incidents,
+    # IoT tickets, streamed appeals in the urban events; the broker it started is stopped again.
+    demo = subprocess.run(
+        [str(yiwang), "stream", "demo", "--seconds", "40", "--time-scale", "240"],
+        env={**env, "COLUMNS": "200"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "IoT tickets" in demo.stdout and "incidents:" in demo.stdout
+    incidents = pl.from_arrow(warehouse.table("gold/emergency/incidents").to_pyarrow_table())
+    assert incidents.height >= 1 and "closed" in incidents["status"].to_list()
+    iot = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table()).filter(
+        pl.col("source") == "iot_alert"
+    )
+    assert iot["source_ref"].is_in(incidents["incident_id"].implode()).all() and iot.height == incidents.height
+    assert "closed" in iot["status"].to_list()
+    streamed = warehouse.table("bronze/stream/hotline_appeals").to_pyarrow_table(columns=["appeal_id"])
+    events = pl.from_arrow(warehouse.table("gold/urban/events").to_pyarrow_table(columns=["source_ref"]))
+    assert streamed.num_rows > 0 and events["source_ref"].is_in(streamed["appeal_id"].to_pylist()).sum() > 0
+    assert not (home / "broker" / "broker.json").exists()

@@ -185,3 +185,55 @@ def test_broker_that_comes_back_empty_is_refused_until_a_reset(tmp_path: Path) -
     assert bronze_readings(home / "warehouse").height == expected.height
     assert json.loads(epochs["offsets_before"][0])  # the offsets given up are kept for the audit
     assert datetime.now(UTC) > epochs["reset_at"][0]
+
+
+def test_sigterm_stops_cleanly_and_status_shows_no_lag(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    record = tmp_path / "sent.jsonl"
+    with running_broker(tmp_path) as (_, kafka):
+        producer = _producer(kafka, record, rate=100, seconds=3, seed=4)
+        producer.start()
+        producer.join(timeout=30)
+        consumer = start_consumer(home, kafka, "iot", "--no-derive")
+        expected = expected_readings(record).height
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            table = home / "warehouse" / "bronze/stream/iot_sensor_readings"
+            if DeltaTable.is_deltatable(str(table)) and bronze_readings(home / "warehouse").height == expected:
+                break
+            time.sleep(1)
+        consumer.send_signal(signal.SIGTERM)
+        output, _ = consumer.communicate(timeout=30)
+        assert consumer.returncode == 0, output
+        assert "stopped (signal)" in " ".join(output.split())
+        status = subprocess.run(
+            [YIWANG, "stream", "status"], env=consumer_env(home, kafka), capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        from ingestion.streaming.status import stream_status
+        from ingestion.streaming.topics import load_topics
+        from ingestion.warehouse import Warehouse
+
+        rows = stream_status(Warehouse.at(home / "warehouse"), load_topics()["iot"], kafka)
+        assert all(row.lag == 0 for row in rows) and sum(row.delta_offset is not None for row in rows) >= 3
+        assert "iot.sensor-readings" in status.stdout and "hotline.appeals" in status.stdout
+    _assert_exactly_once(home, record)
+
+
+def test_no_broker_is_retried_with_backoff_then_reported(tmp_path: Path) -> None:
+    import socket
+
+    home = _home(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    env = {**consumer_env(home, type("K", (), {"bootstrap": f"127.0.0.1:{port}"})()), "COLUMNS": "200"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [YIWANG, "stream", "run", "iot", "--max-seconds", "8"], env=env, capture_output=True, text=True, timeout=90
+    )
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 4, output
+    assert "unreachable (attempt 1" in output and "retrying in 1 s" in output and "retrying in 2 s" in output
+    assert output.count("unreachable (attempt") <= 5  # backoff, not a busy loop
+    assert "Traceback" not in output and time.monotonic() - started < 60

@@ -16,7 +16,7 @@ from orchestration.streaming import IotAlerts, _Registry
 from tests.stream_kit import registry_rows, write_registry
 from thematic_libs.dispatch.refresh import feeds_named, refresh_tickets
 from thematic_libs.dispatch.store import TICKETS
-from thematic_libs.emergency.alerts import INCIDENTS, RISK, write_warnings
+from thematic_libs.emergency.alerts import INCIDENTS, RISK, STREAMED_READINGS, write_warnings
 from thematic_libs.urban.events import STREAMED_HOTLINE, read_hotline
 
 START = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
@@ -81,6 +81,7 @@ def test_one_ticket_per_incident_severe_is_p1_and_it_closes_with_the_incident(tm
     for chunk in range(0, len(flood), 4):  # micro-batches during the flood: many readings, one ticket
         alerts(_readings("YJWL000000", flood[chunk : chunk + 4], START + timedelta(minutes=5 * chunk), chunk))
         alerts(_readings("YJWL000001", [21, 24, 26, 28][: 4 if chunk == 0 else 0], START, 0))
+        alerts.flush()
     tickets = _iot_tickets(warehouse)
     assert tickets.height == 2
     severe = tickets.filter(pl.col("title").str.contains("严重内涝")).row(0, named=True)
@@ -90,6 +91,7 @@ def test_one_ticket_per_incident_severe_is_p1_and_it_closes_with_the_incident(tm
     assert severe["dedupe_key"].startswith("iot|WL")
     versions_during_flood = warehouse.table(TICKETS).version()
     alerts(_readings("YJWL000000", ebb, START + timedelta(minutes=5 * len(flood)), len(flood)))
+    alerts.flush()
     tickets = _iot_tickets(warehouse)
     assert tickets.height == 2
     closed = tickets.filter(pl.col("ticket_id") == severe["ticket_id"]).row(0, named=True)
@@ -97,6 +99,20 @@ def test_one_ticket_per_incident_severe_is_p1_and_it_closes_with_the_incident(tm
     assert warehouse.table(TICKETS).version() == versions_during_flood + 1  # one change: the close
     incidents = pl.from_arrow(warehouse.table(INCIDENTS).to_pyarrow_table())
     assert sorted(incidents["status"].to_list()) == ["closed", "open"]
+    alerts.close()
+
+
+def test_a_consumer_killed_before_its_incident_write_catches_up_on_restart(tmp_path: Path) -> None:
+    warehouse = _warehouse(tmp_path)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    readings = _readings("YJWL000000", [5, 22, 30, 45, 50, 30, 22], start)  # in bronze, never judged
+    write_deltalake(str(Path(warehouse.root) / STREAMED_READINGS), readings.to_arrow())
+    restarted = IotAlerts(warehouse, _Registry(warehouse))
+    restarted.flush()
+    incidents = pl.from_arrow(warehouse.table(INCIDENTS).to_pyarrow_table())
+    assert incidents.height == 1 and incidents["severity"][0] == "severe"
+    assert _iot_tickets(warehouse)["source_ref"].to_list() == incidents["incident_id"].to_list()
+    restarted.close()
 
 
 def test_early_warning_for_a_grid_with_history_before_any_sensor_fires(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ class StreamSpec:
     dedupe_key: tuple[str, ...]
     rules: Callable[[], MessageRules]  # called per batch: the IoT registry can change while running
     after_commit: Callable[[pl.DataFrame], dict[str, object]] | None = None
+    close: Callable[[], None] | None = None  # finishes what after_commit started, when the consumer stops
 
 
 @dataclass
@@ -152,7 +153,11 @@ class StreamConsumer:
         max_batch: int = 5_000,
         consumer_id: str | None = None,
         session_timeout_ms: int = 6_000,
+        on_connect: Callable[[], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_connect` runs once the broker answers (e.g. creating the topics); a `ConnectionError` or
+        `KafkaError` from it counts as the broker being unreachable. `on_retry` hears each retry's message."""
         self.spec = spec
         self.warehouse = warehouse
         self.client_options = client_options
@@ -160,6 +165,8 @@ class StreamConsumer:
         self.max_batch = max_batch
         self.consumer_id = consumer_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.session_timeout_ms = session_timeout_ms
+        self.on_connect = on_connect
+        self.on_retry = on_retry
         self.schema = bronze_stream_schema(spec.contract)
         self.epoch = current_epoch(warehouse, spec.topic)
         self._stop = threading.Event()
@@ -193,6 +200,8 @@ class StreamConsumer:
             self._loop(consumer, deadline, summary, on_progress)
         finally:
             consumer.close(autocommit=False)
+            if self.spec.close is not None:
+                self.spec.close()
         return summary
 
     def _connect(self, deadline: float | None):
@@ -217,17 +226,29 @@ class StreamConsumer:
                     **self.client_options,
                 )
             except KafkaError as error:
-                servers = self.client_options.get("bootstrap_servers")
-                log.warning(
-                    "broker %s unreachable (attempt %d: %s); retrying in %.0f s", servers, attempt, error, delay
-                )
-                self._stop.wait(delay)
+                self._wait_for_broker(attempt, error, delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            try:
+                if self.on_connect is not None:
+                    self.on_connect()
+            except (KafkaError, ConnectionError) as error:
+                consumer.close(autocommit=False)
+                self._wait_for_broker(attempt, error, delay)
                 delay = min(delay * 2, 30.0)
                 continue
             consumer.subscribe([self.spec.topic], listener=_rebalance_listener(self))
             self._consumer = consumer
             return consumer
         return None
+
+    def _wait_for_broker(self, attempt: int, error: Exception, delay: float) -> None:
+        servers = ",".join(self.client_options.get("bootstrap_servers") or [])  # type: ignore[call-overload]
+        message = f"broker {servers} unreachable (attempt {attempt}: {error}); retrying in {delay:.0f} s"
+        log.warning(message)
+        if self.on_retry is not None:
+            self.on_retry(message)
+        self._stop.wait(delay)
 
     # -- partitions --------------------------------------------------------------------------------
 
