@@ -39,6 +39,7 @@ MAX_MESSAGE_BYTES = {"iot": 65_536, "hotline": 262_144, "video": 10_485_760}
 MAX_FUTURE = timedelta(minutes=5)
 TIME_FIELDS = {"iot": "ts", "hotline": "received_at"}
 REGISTRY_REFRESH_S = 30.0
+DERIVE_EVERY_S = 2.0  # at most one incident write and ticket refresh per this many seconds
 
 
 def broker_dir(settings: Settings) -> Path:
@@ -95,8 +96,10 @@ class _IncidentWriter(threading.Thread):
     """Writes incident changes and re-derives the IoT tickets off the consumer's loop.
 
     The tracker decides what changed synchronously (milliseconds); the Delta merge and the ticket
-    derivation (about half a second on the demo warehouse) run here, coalescing whatever piled up
-    meanwhile, so a flood of incidents slows the tickets by a refresh, never the bronze commits.
+    derivation (about half a second on the demo warehouse) run here, at most one round every
+    `DERIVE_EVERY_S`, coalescing whatever piled up meanwhile: during a flood, incidents change with
+    every micro-batch, and re-deriving the tickets each time would take the CPU the consumer needs to
+    keep up. A ticket is still visible within a round and a refresh of its reading reaching bronze.
     """
 
     def __init__(self, warehouse: Warehouse) -> None:
@@ -140,8 +143,12 @@ class _IncidentWriter(threading.Thread):
         from thematic_libs.emergency.alerts import merge_incidents
         from thematic_libs.emergency.incidents import INCIDENT_SCHEMA
 
+        last_round = 0.0
         while True:
             self._wake.wait()
+            if not self._closing:
+                time.sleep(max(0.0, last_round + DERIVE_EVERY_S - time.monotonic()))
+            last_round = time.monotonic()
             self._wake.clear()
             with self._lock:
                 pending, withdrawn, moves = self._pending, self._withdrawn, self._moves

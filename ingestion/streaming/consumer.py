@@ -39,7 +39,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from ingestion.contract import Contract
-from ingestion.delta_append import append_frame, append_transactions
+from ingestion.delta_append import append_transactions
 from ingestion.streaming.dedupe import KeySet, SeqWindows
 from ingestion.streaming.messages import (
     QUARANTINE_MESSAGES_SCHEMA,
@@ -173,7 +173,7 @@ class StreamConsumer:
         self._states: dict[int, _PartitionState] = {}
         self._expected: dict[int, int] = {}  # next offset per assigned partition
         self._unverified: dict = {}  # TopicPartition -> last offset Delta holds, checked after the rebalance
-        self._table: DeltaTable | None = None
+        self._tables: dict[str, DeltaTable] = {}
         self._batches = 0
         self._consumer = None
 
@@ -252,15 +252,20 @@ class StreamConsumer:
 
     # -- partitions --------------------------------------------------------------------------------
 
-    def _bronze(self) -> DeltaTable | None:
-        """The bronze table at its latest version (one snapshot kept and brought up to date)."""
-        if self._table is None:
-            if not self.warehouse.exists(self.spec.bronze_table):
+    def _latest(self, table: str) -> DeltaTable | None:
+        """`table` at its latest version: one snapshot per table, brought up to date incrementally (opening
+        a table replays its log from the last checkpoint: tens of milliseconds a batch, for nothing)."""
+        known = self._tables.get(table)
+        if known is None:
+            if not self.warehouse.exists(table):
                 return None
-            self._table = self.warehouse.table(self.spec.bronze_table)
+            known = self._tables[table] = self.warehouse.table(table)
         else:
-            self._table.update_incremental()
-        return self._table
+            known.update_incremental()
+        return known
+
+    def _bronze(self) -> DeltaTable | None:
+        return self._latest(self.spec.bronze_table)
 
     def assigned(self, consumer, partitions: list) -> None:
         """Seek every newly assigned partition to what Delta holds and rebuild its dedupe state.
@@ -459,7 +464,10 @@ class StreamConsumer:
             summary.post = self.spec.after_commit(new_rows)
             after_ms = (time.perf_counter() - started) * 1000
         figures = {"micro_batch": micro_batch, "commit_ms": commit_ms, "after_commit_ms": after_ms}
-        self._record_batch(messages, new_rows, duplicates, checked, version, committed_at, last, figures)
+        try:
+            self._record_batch(messages, new_rows, duplicates, checked, version, committed_at, last, figures)
+        except DeltaError as error:  # figures only: the batch itself is committed
+            log.warning("%s: ops/stream_batches row of %s not written: %s", self.spec.topic, micro_batch, error)
         summary.batches += 1
         summary.messages += len(messages)
         summary.written += new_rows.height
@@ -529,7 +537,7 @@ class StreamConsumer:
         if rows.height == 0:
             return
         uri = self.warehouse.uri(QUARANTINE_MESSAGES)
-        table = self.warehouse.table(QUARANTINE_MESSAGES) if self.warehouse.exists(QUARANTINE_MESSAGES) else None
+        table = self._latest(QUARANTINE_MESSAGES)
         partitions = sorted(set(rows["partition"].to_list()))
         written = read_offsets(table, self.spec.topic, self.epoch, partitions).last
         fresh = pl.lit(True)
@@ -606,11 +614,12 @@ class StreamConsumer:
             "rss_mb": round(rss_mb(), 1),
             "committed_at": committed_at,
         }
-        append_frame(
+        append_transactions(
             self.warehouse.uri(STREAM_BATCHES),
             pa.Table.from_pylist([row], schema=STREAM_BATCH_SCHEMA),
             STREAM_BATCH_SCHEMA,
-            app_id=f"{STREAM_BATCHES}:{figures['micro_batch']}",
+            transactions={},
+            table=self._latest(STREAM_BATCHES),
             storage_options=self.warehouse.options(),
         )
 
