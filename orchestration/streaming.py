@@ -196,11 +196,13 @@ class IotAlerts:
         self.tracker = IncidentTracker(registry.devices, self.config)
         self.writer = _IncidentWriter(warehouse)
         self.writer.start()
+        self.severities: dict[str, str] = {}  # what the tickets were last derived with
         history = stored_readings(warehouse, self.config)
         if history is not None and history.height:
             known = self.tracker.load(history)
             if known.height:
                 self.writer.submit(known, (), moves=True)
+                self.severities.update(zip(known["incident_id"].to_list(), known["severity"].to_list(), strict=True))
         self.opened = 0
         self.closed = 0
 
@@ -211,7 +213,7 @@ class IotAlerts:
             self.tracker.set_devices(self.registry.devices)
         changes = self.tracker.add(rows)
         if changes.changed.height or changes.withdrawn:
-            self.writer.submit(changes.changed, changes.withdrawn, moves_tickets(changes))
+            self.writer.submit(changes.changed, changes.withdrawn, moves_tickets(changes, self.severities))
         self.opened += changes.opened
         self.closed += changes.closed
         return {

@@ -101,17 +101,21 @@ def merge_incidents(warehouse: Warehouse, changed: pl.DataFrame, withdrawn: tupl
         )
 
 
-def moves_tickets(changes: IncidentChanges) -> bool:
-    """Whether a ticket must change: an incident opened, closed, reopened, was withdrawn or became severe.
+def moves_tickets(changes: IncidentChanges, severities: dict[str, str]) -> bool:
+    """Whether a ticket must change: an incident opened, closed, reopened, was withdrawn or its severity
+    changed (`severities`, incident id -> severity last seen, is kept up to date here).
 
     A new peak or one more reading changes the incident row, not the ticket (no ticket storm)."""
-    if changes.withdrawn or changes.opened or changes.closed:
-        return True
+    moved = bool(changes.withdrawn or changes.opened or changes.closed)
+    for incident in changes.withdrawn:
+        severities.pop(incident, None)
     if changes.changed.height == 0:
-        return False
-    return bool(changes.changed["change"].is_in(["reopened", "opened", "closed"]).any()) or bool(
-        (changes.changed["severity"] == "severe").any()
-    )
+        return moved
+    moved = moved or bool(changes.changed["change"].is_in(["reopened", "opened", "closed"]).any())
+    for incident, severity in changes.changed.select("incident_id", "severity").iter_rows():
+        moved = moved or severities.get(incident) != severity
+        severities[incident] = severity
+    return moved
 
 
 def write_warnings(warehouse: Warehouse, config: IncidentConfig | None = None) -> pl.DataFrame:
