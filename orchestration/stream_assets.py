@@ -15,7 +15,6 @@ recomputes both from bronze, so the two paths meet in the same tables.
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of assets.
 from dagster import (
-    AssetKey,
     AssetsDefinition,
     DataVersion,
     MaterializeResult,
@@ -28,13 +27,10 @@ from dagster import (
 
 from ingestion.contract import get_contract
 from ingestion.streaming.topics import Topic, load_topics
+from orchestration.dispatch_assets import table_key
 from orchestration.ingestion_assets import silver_key
 from orchestration.resources import PlatformResource
 from thematic_libs.emergency.alerts import INCIDENTS, RISK, WARNINGS, rebuild_incidents, write_warnings
-
-
-def table_key(table: str) -> AssetKey:
-    return AssetKey(table.split("/"))
 
 
 def _observe_stream(topic: Topic) -> SourceAsset:
@@ -124,7 +120,3 @@ def emergency_warnings(platform: PlatformResource) -> MaterializeResult:
 
 def stream_assets() -> list[AssetsDefinition | SourceAsset]:
     return [*STREAMED.values(), emergency_incidents, emergency_warnings]
-
-
-def streamed_hotline_key() -> AssetKey:
-    return table_key(load_topics()["hotline"].bronze_table)

@@ -48,6 +48,12 @@ def _producer(kafka, record: Path, rate: float, seconds: float, seed: int) -> th
     return threading.Thread(target=run, daemon=True)
 
 
+def _produce_now(kafka, record: Path, rate: float, seconds: float, seed: int) -> None:
+    producer = _producer(kafka, record, rate, seconds, seed)
+    producer.start()
+    producer.join(timeout=seconds + 60)
+
+
 def _drain(home: Path, kafka, seconds: float = 25) -> str:
     done = subprocess.run(
         [YIWANG, "stream", "run", "iot", "--max-seconds", str(seconds), "--no-derive"],
@@ -144,9 +150,7 @@ def test_broker_that_comes_back_empty_is_refused_until_a_reset(tmp_path: Path) -
     home = _home(tmp_path)
     record = tmp_path / "sent.jsonl"
     with running_broker(tmp_path) as (broker, kafka):
-        producer = _producer(kafka, record, rate=100, seconds=3, seed=1)
-        producer.start()
-        producer.join(timeout=30)
+        _produce_now(kafka, record, rate=100, seconds=3, seed=1)
         _drain(home, kafka, seconds=12)
         written = bronze_readings(home / "warehouse").height
         state = broker.status()
@@ -175,9 +179,7 @@ def test_broker_that_comes_back_empty_is_refused_until_a_reset(tmp_path: Path) -
         )
         assert reset.returncode == 0, reset.stdout + reset.stderr
         second = tmp_path / "second.jsonl"
-        producer = _producer(kafka, second, rate=100, seconds=3, seed=2)
-        producer.start()
-        producer.join(timeout=30)
+        _produce_now(kafka, second, rate=100, seconds=3, seed=2)
         _drain(home, kafka, seconds=12)
     epochs = pl.from_arrow(DeltaTable(str(home / "warehouse/ops/stream_epochs")).to_pyarrow_table())
     assert epochs.row(0, named=True)["reason"] == "ephemeral broker restarted"
@@ -191,9 +193,7 @@ def test_sigterm_stops_cleanly_and_status_shows_no_lag(tmp_path: Path) -> None:
     home = _home(tmp_path)
     record = tmp_path / "sent.jsonl"
     with running_broker(tmp_path) as (_, kafka):
-        producer = _producer(kafka, record, rate=100, seconds=3, seed=4)
-        producer.start()
-        producer.join(timeout=30)
+        _produce_now(kafka, record, rate=100, seconds=3, seed=4)
         consumer = start_consumer(home, kafka, "iot", "--no-derive")
         expected = expected_readings(record).height
         deadline = time.monotonic() + 60
