@@ -55,6 +55,8 @@ from ingestion.warehouse import Warehouse
 log = logging.getLogger("yiwang.stream")
 
 QUARANTINE_MESSAGES = "quarantine/messages"
+# How long one connection attempt waits for a broker before the consumer's own backoff takes over.
+BOOTSTRAP_TIMEOUT_MS = 3_000
 STREAM_BATCHES = "ops/stream_batches"
 STREAM_BATCH_SCHEMA = pa.schema(
     [
@@ -223,6 +225,7 @@ class StreamConsumer:
                     heartbeat_interval_ms=max(self.session_timeout_ms // 6, 500),
                     max_poll_records=self.max_batch,
                     reconnect_backoff_max_ms=10_000,
+                    bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                     **self.client_options,
                 )
             except KafkaError as error:
