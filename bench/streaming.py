@@ -36,6 +36,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from bench.crosscheck import rss_mb
 from ingestion.contract import get_contract
 from ingestion.silver import silver_table
 from ingestion.streaming.broker import LocalBroker, ensure_topics
@@ -113,17 +114,6 @@ def write_fleet(warehouse: Warehouse, devices: int, seed: int = 7) -> pl.DataFra
         schema_mode="overwrite",
     )
     return frame
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def sample(pid: int, warehouse: Warehouse, kafka: KafkaSettings, stop: threading.Event, out: list) -> None:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.cli_output import fail as _fail
 from orchestration.stream_cli import broker_app, simulate_app, stream_app
 
 app = typer.Typer(help="yiwang: the 一网统管 · 一网共享 lakehouse.", no_args_is_help=True, add_completion=False)
@@ -417,11 +418,6 @@ def _models_dir(models: Path | None) -> Path:
     from orchestration.settings import Settings
 
     return models or Settings.from_env().models_dir
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _figures_line(figures: dict) -> str:

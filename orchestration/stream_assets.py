@@ -30,6 +30,7 @@ from ingestion.streaming.topics import Topic, load_topics
 from orchestration.dispatch_assets import table_key
 from orchestration.ingestion_assets import silver_key
 from orchestration.resources import PlatformResource
+from orchestration.streaming import SENSOR_DEVICES
 from thematic_libs.emergency.alerts import INCIDENTS, RISK, WARNINGS, rebuild_incidents, write_warnings
 
 
@@ -75,7 +76,6 @@ def _observe_stream(topic: Topic) -> SourceAsset:
 
 
 STREAMED = {short: _observe_stream(topic) for short, topic in load_topics().items() if short != "video"}
-SENSOR_DEVICES = "yingji.sensor_devices"
 
 
 @asset(

@@ -11,15 +11,17 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.cli_output import fail as _fail
+from thematic_libs.dispatch.keys import CST
+
 console = Console()
-CST = timezone(timedelta(hours=8))
 STREAM_FAILED = 4
 
 broker_app = typer.Typer(
@@ -27,11 +29,6 @@ broker_app = typer.Typer(
 )
 simulate_app = typer.Typer(help="Produce realistic traffic to the stream topics.", no_args_is_help=True)
 stream_app = typer.Typer(help="Consume the stream topics into bronze exactly once.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _settings():
@@ -100,6 +97,15 @@ def broker_start(
     console.print(f"topics: {', '.join(_topic_line(t) for t in _topics())}" + (f" (created {len(created)})"))
 
 
+def _consumed_stream(stream: str):
+    """The topic of `iot` or `hotline`, the streams these commands consume."""
+    from orchestration.streaming import topic_named
+
+    if stream not in ("iot", "hotline"):
+        raise _fail(f"unknown stream {stream!r}: use iot or hotline (video is consumed by the video-AI scorer)")
+    return topic_named(stream)
+
+
 def _topics():
     from ingestion.streaming.topics import load_topics
 
@@ -158,6 +164,8 @@ def simulate_iot(
     from orchestration.streaming import read_devices
 
     _check_positive(rate=rate, duration=duration, time_scale=time_scale)
+    if devices < 0:
+        raise _fail(f"--devices must be 0 (every active device) or more (got {devices})")
     settings = _settings()
     kafka = _kafka(settings)
     registry = load_devices(read_devices(_warehouse(settings)))
@@ -178,21 +186,25 @@ def simulate_hotline(
     record: Path | None = typer.Option(None, "--record", help="Write every message sent, with its kind (JSONL)."),
 ) -> None:
     """Hotline appeals in everyday words (the corpus's training texts), at places of the grid registry."""
+    _check_positive(rate=rate, duration=duration)
+    settings = _settings()
+    kafka = _kafka(settings)
+    simulator = _hotline_simulator(_warehouse(settings), rate, duration, seed)
+    _produce(settings, kafka, "hotline", simulator.messages(), record, f"{rate:g} appeals/s")
+
+
+def _hotline_simulator(warehouse, rate: float, duration: float, seed: int = 0):
+    """Appeals at the places of the grid registry, in its district (most grids')."""
     import polars as pl
 
     from ingestion.streaming.simulate import HotlineSimulator
     from thematic_libs.urban.events import read_grids
 
-    _check_positive(rate=rate, duration=duration)
-    settings = _settings()
-    kafka = _kafka(settings)
-    grids = pl.from_arrow(read_grids(_warehouse(settings)))
+    grids = pl.from_arrow(read_grids(warehouse))
     assert isinstance(grids, pl.DataFrame)
     if grids.height == 0:
         raise _fail("the grid registry is empty: run `yiwang run` first (it loads zhengshu.grid_registry)")
-    district = str(grids["district_code"].mode().first())
-    simulator = HotlineSimulator(grids, district, rate, duration, seed=seed)
-    _produce(settings, kafka, "hotline", simulator.messages(), record, f"{rate:g} appeals/s")
+    return HotlineSimulator(grids, str(grids["district_code"].mode().first()), rate, duration, seed=seed)
 
 
 def _produce(settings, kafka, short_name: str, messages, record: Path | None, what: str) -> None:
@@ -225,8 +237,7 @@ def stream_run(
     derive: bool = typer.Option(True, "--derive/--no-derive", help="Incidents, events and tickets after each batch."),
 ) -> None:
     """Consume one topic into bronze (one member of its consumer group; run several side by side)."""
-    if stream not in ("iot", "hotline"):
-        raise _fail(f"unknown stream {stream!r}: use iot or hotline (video is consumed by the video-AI scorer)")
+    _consumed_stream(stream)
     if max_seconds is not None and max_seconds <= 0:
         raise _fail("--max-seconds must be positive")
     _check_positive(batch_seconds=batch_seconds)
@@ -337,14 +348,11 @@ def stream_reset(
     import getpass
 
     from ingestion.streaming.offsets import start_new_epoch
-    from orchestration.streaming import topic_named
 
-    if stream not in ("iot", "hotline"):
-        raise _fail(f"unknown stream {stream!r}: use iot or hotline")
+    topic = _consumed_stream(stream)
     if not reason.strip():
         raise _fail("--reason must say why (it is kept in ops/stream_epochs)")
     settings = _settings()
-    topic = topic_named(stream)
     epoch, before = start_new_epoch(
         _warehouse(settings), topic.bronze_table, topic.name, topic.partitions, by or getpass.getuser(), reason
     )
@@ -361,7 +369,7 @@ def stream_demo(
     """The streaming path on the embedded default: broker, simulators, consumers, incidents, tickets."""
     from ingestion.streaming.broker import ensure_topics
     from ingestion.streaming.settings import KafkaSettings
-    from ingestion.streaming.simulate import HotlineSimulator, IotSimulator, load_devices, produce
+    from ingestion.streaming.simulate import IotSimulator, load_devices, produce
     from orchestration.streaming import local_broker, read_devices
 
     _check_positive(seconds=seconds, rate=rate, time_scale=time_scale)
@@ -377,14 +385,8 @@ def stream_demo(
     kafka = KafkaSettings.from_env(broker)
     ensure_topics(kafka, _topics())
     console.print(f"[bold]broker[/] 127.0.0.1:{state.port} [yellow](ephemeral)[/]; logs: {log_file}")
-    import polars as pl
-
-    from thematic_libs.urban.events import read_grids
-
-    grids = pl.from_arrow(read_grids(warehouse))
-    assert isinstance(grids, pl.DataFrame)
     iot = IotSimulator(devices, rate, seconds, time_scale=time_scale)
-    hotline = HotlineSimulator(grids, str(grids["district_code"].mode().first()), 0.5, seconds)
+    hotline = _hotline_simulator(warehouse, 0.5, seconds)
     results: dict[str, object] = {}
 
     def consume(stream: str) -> None:

@@ -7,7 +7,7 @@
   urban events (classified with the promoted classifier) and re-derives the urban tickets, so a
   streamed appeal and the same appeal delivered in a batch are one event and one ticket.
 
-The nightly batch run recomputes the same incidents from the whole bronze table (`emergency_assets`)
+The nightly batch run recomputes the same incidents from the whole bronze table (`stream_assets`)
 and feeds the same derivation, so both paths agree.
 """
 

@@ -9,7 +9,7 @@ import pytest
 
 from ingestion.contract import get_contract
 from ingestion.streaming.dedupe import KeySet, SeqWindows
-from ingestion.streaming.messages import Message, MessageRules, check_messages
+from ingestion.streaming.messages import MESSAGE_RULES, Message, MessageRules, check_messages
 
 NOW = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
 IOT = get_contract("stream.iot_sensor_readings")
@@ -69,6 +69,10 @@ def test_each_malformed_class_is_quarantined_with_its_rule(rule: str, value: byt
     row = refused.filter(refused["rule"] == rule).row(0, named=True)
     assert row["column"] == column and row["topic"] == "iot.sensor-readings" and row["partition"] == 0
     assert row["detail"] and row["raw"]
+
+
+def test_every_message_rule_has_its_case() -> None:
+    assert set(MESSAGE_RULES) - {"key_mismatch"} <= {rule for rule, _, _ in CASES}
 
 
 def test_a_message_keyed_by_another_device_is_refused() -> None:

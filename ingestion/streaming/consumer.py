@@ -28,13 +28,13 @@ import signal
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
@@ -311,10 +311,7 @@ class StreamConsumer:
         columns = [*self.spec.dedupe_key, "_partition"]
         if table is None:
             return pl.DataFrame(schema={c: pl.String for c in self.spec.dedupe_key} | {"_partition": pl.Int64})
-        dataset = table.to_pyarrow_dataset()
-        import pyarrow.dataset as ds
-
-        rows = dataset.to_table(
+        rows = table.to_pyarrow_dataset().to_table(
             columns=columns,
             filter=(ds.field("_topic") == self.spec.topic) & ds.field("_partition").isin(partitions),
         )
@@ -439,7 +436,8 @@ class StreamConsumer:
         self._check_continuity(messages)
         checked = check_messages(messages, self.spec.topic, self.spec.contract, self.spec.rules())
         new_rows, duplicates = self._drop_duplicates(checked.good)
-        last = self._last_offsets(messages)
+        ranges = self._offset_ranges(messages)
+        last = {partition: offset for partition, (_, offset) in ranges.items()}
         self._batches += 1
         micro_batch = f"{self.consumer_id}#{self._batches}"
         new_rows = new_rows.with_columns(
@@ -468,7 +466,7 @@ class StreamConsumer:
             after_ms = (time.perf_counter() - started) * 1000
         figures = {"micro_batch": micro_batch, "commit_ms": commit_ms, "after_commit_ms": after_ms}
         try:
-            self._record_batch(messages, new_rows, duplicates, checked, version, committed_at, last, figures)
+            self._record_batch(messages, new_rows, duplicates, checked, version, committed_at, ranges, figures)
         except DeltaError as error:  # figures only: the batch itself is committed
             log.warning("%s: ops/stream_batches row of %s not written: %s", self.spec.topic, micro_batch, error)
         summary.batches += 1
@@ -489,11 +487,13 @@ class StreamConsumer:
                 )
 
     @staticmethod
-    def _last_offsets(messages: list[Message]) -> dict[int, int]:
-        last: dict[int, int] = defaultdict(lambda: -1)
+    def _offset_ranges(messages: list[Message]) -> dict[int, tuple[int, int]]:
+        """Per partition, the first and last offset of the batch."""
+        ranges: dict[int, tuple[int, int]] = {}
         for message in messages:
-            last[message.partition] = max(last[message.partition], message.offset)
-        return dict(last)
+            first, last = ranges.get(message.partition, (message.offset, message.offset))
+            ranges[message.partition] = (min(first, message.offset), max(last, message.offset))
+        return ranges
 
     def _drop_duplicates(self, good: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         if good.height == 0:
@@ -592,19 +592,18 @@ class StreamConsumer:
         self.revoked(owned)
         self.assigned(consumer, owned)
 
-    def _record_batch(self, messages, rows, duplicates, checked, version, committed_at, last, figures) -> None:
+    def _record_batch(self, messages, rows, duplicates, checked, version, committed_at, ranges, figures) -> None:
         """One row of ops/stream_batches: what the micro-batch held and how long it took to be visible."""
         committed = pl.lit(committed_at).cast(pl.Datetime("us", "UTC"))
         waited = rows.select(((committed - pl.col("_kafka_ts")).dt.total_microseconds() / 1000).alias("ms"))
         latency = waited["ms"].drop_nulls()
-        first = self._first_offsets(messages)
         row = {
             "topic": self.spec.topic,
             "consumer_id": self.consumer_id,
             "micro_batch": figures["micro_batch"],
             "epoch": self.epoch,
             "bronze_version": version,
-            "partitions": " ".join(f"{p}:{first[p]}-{last[p]}" for p in sorted(last)),
+            "partitions": " ".join(f"{p}:{first}-{last}" for p, (first, last) in sorted(ranges.items())),
             "messages": len(messages),
             "written": rows.height,
             "duplicates": duplicates,
@@ -625,13 +624,6 @@ class StreamConsumer:
             table=self._latest(STREAM_BATCHES),
             storage_options=self.warehouse.options(),
         )
-
-    @staticmethod
-    def _first_offsets(messages: list[Message]) -> dict[int, int]:
-        first: dict[int, int] = {}
-        for message in messages:
-            first[message.partition] = min(first.get(message.partition, message.offset), message.offset)
-        return first
 
     def _commit_kafka(self, last: dict[int, int]) -> None:
         """Kafka's group offsets, for tools that read them; Delta's are the ones that count."""

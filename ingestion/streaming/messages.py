@@ -43,8 +43,8 @@ MESSAGE_RULES = (
     "unknown_device",
     "metric_mismatch",
 )
-# Raw values kept in quarantine are cut to this many characters (an oversized message is the reason).
-RAW_KEEP_CHARS = 4_096
+# Raw values kept in quarantine are cut to this many bytes (an oversized message is the reason).
+RAW_KEEP_BYTES = 4_096
 
 # Lineage columns of a streamed bronze row: where in Kafka it came from and when.
 STREAM_LINEAGE = (
@@ -122,7 +122,7 @@ def _text(value: object) -> str | None:
 def _raw(value: bytes | None) -> str:
     if value is None:
         return ""
-    return value[:RAW_KEEP_CHARS].decode("utf-8", errors="backslashreplace")
+    return value[:RAW_KEEP_BYTES].decode("utf-8", errors="backslashreplace")
 
 
 def _parse(message: Message, rules: MessageRules) -> tuple[dict | None, str | None, str | None]:

@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import IO
 
 import polars as pl
@@ -263,7 +262,6 @@ def produce(
     topic: str,
     messages: Iterator[tuple[bytes, bytes, str]],
     record: IO[str] | None = None,
-    on_sent: Callable[[SimulationStats], None] | None = None,
 ) -> SimulationStats:
     """Send every message (acks from all replicas, idempotent producer) and count them by kind."""
     from kafka import KafkaProducer
@@ -277,8 +275,6 @@ def produce(
             if record is not None:
                 record.write(json.dumps({"kind": kind, "key": key.decode(errors="replace"), "value": _text(value)}))
                 record.write("\n")
-            if on_sent is not None and stats.sent % 500 == 0:
-                on_sent(stats)
         producer.flush()
     finally:
         producer.close()
@@ -287,8 +283,3 @@ def produce(
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", errors="backslashreplace")
-
-
-def read_record(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

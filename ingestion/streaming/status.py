@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pyarrow.dataset as ds
 
-from ingestion.streaming.consumer import QUARANTINE_MESSAGES, STREAM_BATCHES
+from ingestion.streaming.consumer import QUARANTINE_MESSAGES
 from ingestion.streaming.offsets import current_epoch, read_offsets
 from ingestion.streaming.settings import KafkaSettings
 from ingestion.streaming.topics import Topic
@@ -93,13 +93,3 @@ def stream_status(
         )
         for p in range(topic.partitions)
     ]
-
-
-def recent_batches(warehouse: Warehouse, topic: str, since: datetime) -> pl.DataFrame | None:
-    """The consumers' micro-batch reports since `since` (ops/stream_batches)."""
-    if not warehouse.exists(STREAM_BATCHES):
-        return None
-    dataset = warehouse.table(STREAM_BATCHES).to_pyarrow_dataset()
-    frame = pl.from_arrow(dataset.to_table(filter=(ds.field("topic") == topic) & (ds.field("committed_at") >= since)))
-    assert isinstance(frame, pl.DataFrame)
-    return frame

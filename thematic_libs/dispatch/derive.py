@@ -89,7 +89,7 @@ class Prepared:
     rejections: pa.Table  # REJECTION_SCHEMA
 
 
-def _conform(candidates: pa.Table) -> pa.Table:
+def conform_candidates(candidates: pa.Table) -> pa.Table:
     """The candidates with exactly CANDIDATE_SCHEMA's columns (missing optional ones as nulls)."""
     columns = []
     for field in CANDIDATE_SCHEMA:
@@ -126,7 +126,7 @@ def _raised(priority: str) -> str:
 
 def prepare(candidates: pa.Table, grids: pa.Table, config: DispatchConfig) -> Prepared:
     """Locate, classify and key every candidate; reject those that cannot become a ticket."""
-    candidates = _conform(candidates)
+    candidates = conform_candidates(candidates)
     located_grid = _located_grid(candidates, grids, config.locate_max_distance_m)
     catalogue = load_event_catalogue()
     priority_map = pa.table(

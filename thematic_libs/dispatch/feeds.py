@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
+from thematic_libs.emergency.alerts import INCIDENTS, NEAREST_RESOURCES, WARNINGS, read_iot_alerts
 
 URBAN_EVENTS = "gold/urban/events"
 
@@ -56,21 +57,14 @@ def read_crosscheck_cases(warehouse: Warehouse) -> pa.Table | None:
     return ticket_candidates(warehouse, pc.max(dates).as_py())
 
 
-def read_iot_alerts(warehouse: Warehouse) -> pa.Table | None:
-    """One candidate per waterlogging incident (closed with it) and per early warning."""
-    from thematic_libs.emergency.alerts import read_iot_alerts as read
-
-    return read(warehouse)
-
-
 FEEDS: tuple[TicketFeed, ...] = (
     TicketFeed("urban_events", ("hotline", "grid_report", "enterprise_appeal"), URBAN_EVENTS, read_urban_events),
     TicketFeed("crosscheck", ("crosscheck",), "gold/social_assistance/case_review", read_crosscheck_cases),
     TicketFeed(
         "iot_alerts",
         ("iot_alert",),
-        "gold/emergency/incidents",
+        INCIDENTS,
         read_iot_alerts,
-        also_reads=("gold/emergency/warnings", "gold/emergency/nearest_resources"),
+        also_reads=(WARNINGS, NEAREST_RESOURCES),
     ),
 )

@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 
 from ingestion.warehouse import Warehouse
-from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
+from thematic_libs.dispatch.derive import conform_candidates
 from thematic_libs.emergency.incidents import INCIDENT_SCHEMA, IncidentChanges, detect_incidents
 from thematic_libs.emergency.settings import IncidentConfig
 from thematic_libs.reference import load_sensor_metric_events
@@ -40,31 +40,28 @@ def incident_arrow_schema() -> pa.Schema:
     return pl.DataFrame(schema=INCIDENT_SCHEMA).to_arrow().schema
 
 
-def stored_readings(warehouse: Warehouse, config: IncidentConfig, now: datetime | None = None) -> pl.DataFrame | None:
-    """The streamed readings a tracker needs on start: those within the longest history_hours."""
+def streamed_readings(warehouse: Warehouse, since: datetime | None = None) -> pl.DataFrame | None:
+    """The streamed readings (those measured at or after `since`), or None before the first one arrived."""
     if not warehouse.exists(STREAMED_READINGS):
         return None
-    hours = max((rule.history_hours for rule in config.device_types.values()), default=12)
-    since = (now or datetime.now(UTC)) - timedelta(hours=hours * 2)
     dataset = warehouse.table(STREAMED_READINGS).to_pyarrow_dataset()
-    frame = pl.from_arrow(dataset.to_table(columns=READING_COLUMNS, filter=ds.field("ts") >= pa.scalar(since)))
+    condition = ds.field("ts") >= pa.scalar(since) if since is not None else None
+    frame = pl.from_arrow(dataset.to_table(columns=READING_COLUMNS, filter=condition))
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
-def all_readings(warehouse: Warehouse) -> pl.DataFrame | None:
-    if not warehouse.exists(STREAMED_READINGS):
-        return None
-    frame = pl.from_arrow(warehouse.table(STREAMED_READINGS).to_pyarrow_table(columns=READING_COLUMNS))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+def stored_readings(warehouse: Warehouse, config: IncidentConfig, now: datetime | None = None) -> pl.DataFrame | None:
+    """The streamed readings a tracker needs on start: those within twice the longest history_hours."""
+    hours = max((rule.history_hours for rule in config.device_types.values()), default=12)
+    return streamed_readings(warehouse, (now or datetime.now(UTC)) - timedelta(hours=hours * 2))
 
 
 def rebuild_incidents(
     warehouse: Warehouse, devices: pl.DataFrame, config: IncidentConfig | None = None
 ) -> pl.DataFrame:
     """Every incident from every streamed reading, replacing the table (the batch path)."""
-    readings = all_readings(warehouse)
+    readings = streamed_readings(warehouse)
     now = datetime.now(UTC)
     incidents = (
         detect_incidents(readings, devices, config, now=now)
@@ -203,15 +200,4 @@ def read_iot_alerts(warehouse: Warehouse) -> pa.Table | None:
                 """
             ).to_arrow_table()
         )
-    return pa.concat_tables([_candidates(t) for t in tables])
-
-
-def _candidates(table: pa.Table) -> pa.Table:
-    columns = []
-    for field in CANDIDATE_SCHEMA:
-        columns.append(
-            table[field.name].cast(field.type)
-            if field.name in table.column_names
-            else pa.nulls(table.num_rows, field.type)
-        )
-    return pa.Table.from_arrays(columns, schema=CANDIDATE_SCHEMA.remove_metadata())
+    return pa.concat_tables([conform_candidates(t) for t in tables])
