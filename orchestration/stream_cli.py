@@ -61,9 +61,13 @@ def _kafka(settings):
 
 
 def _warehouse(settings):
+    """The warehouse the streams belong to; a local one must exist (a batch run creates it and the registry)."""
     from ingestion.warehouse import Warehouse
 
-    return Warehouse.at(settings.warehouse)
+    warehouse = Warehouse.at(settings.warehouse)
+    if warehouse.is_local and not Path(warehouse.root).is_dir():
+        raise _fail(f"warehouse {warehouse.root} does not exist: run `yiwang run` first (or set YIWANG_WAREHOUSE)")
+    return warehouse
 
 
 # -- broker ---------------------------------------------------------------------------------------------
