@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+LAYERS = ("bronze", "silver", "gold", "quarantine", "ops", "share")
 
 # The tables whose paths other tools rely on (../shared/DESIGN.md).
 BATCH_LEDGER = "ops/batch_ledger"
