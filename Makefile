@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The official Delta Sharing client pins pyarrow <= 23: it gets an environment of its own, as a department's would.
+SHARE_CLIENT := .venv-share-client
+SHARE_CLIENT_STAMP := $(SHARE_CLIENT)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.yiwang/dagster
 
 .PHONY: setup run test lint format bench dagster stream-demo clean
@@ -13,9 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@command -v kcat >/dev/null || (apt-get install -y -q kcat >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q kcat >/dev/null)) || echo "kcat could not be installed: the kcat interop test will be skipped"
+	@command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || echo "chromium could not be installed: the browser tests will be skipped"
 	@touch $(STAMP)
 
-setup: $(STAMP)
+$(SHARE_CLIENT_STAMP):
+	@test -x $(SHARE_CLIENT)/bin/python || $(PYTHON) -m venv $(SHARE_CLIENT)
+	$(SHARE_CLIENT)/bin/python -m pip install -q delta-sharing==1.4.2
+	@touch $(SHARE_CLIENT_STAMP)
+
+setup: $(STAMP) $(SHARE_CLIENT_STAMP)
 
 $(DAGSTER_HOME):
 	@mkdir -p $(DAGSTER_HOME)
@@ -23,7 +32,7 @@ $(DAGSTER_HOME):
 run: $(STAMP) | $(DAGSTER_HOME)
 	$(BIN)/yiwang run
 
-test: $(STAMP)
+test: $(STAMP) $(SHARE_CLIENT_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.cli_output import fail as _fail
+from orchestration.share_cli import share_app
 from orchestration.stream_cli import broker_app, simulate_app, stream_app
 
 app = typer.Typer(help="yiwang: the 一网统管 · 一网共享 lakehouse.", no_args_is_help=True, add_completion=False)
 app.add_typer(broker_app, name="broker")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(stream_app, name="stream")
+app.add_typer(share_app, name="share")
 console = Console()
 
 DEFAULT_DEMO_SCALE = 1.0

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.cli_output import existing_warehouse
 from orchestration.cli_output import fail as _fail
 from thematic_libs.dispatch.keys import CST
 
@@ -62,12 +63,7 @@ def _kafka(settings):
 
 def _warehouse(settings):
     """The warehouse the streams belong to; a local one must exist (a batch run creates it and the registry)."""
-    from ingestion.warehouse import Warehouse
-
-    warehouse = Warehouse.at(settings.warehouse)
-    if warehouse.is_local and not Path(warehouse.root).is_dir():
-        raise _fail(f"warehouse {warehouse.root} does not exist: run `yiwang run` first (or set YIWANG_WAREHOUSE)")
-    return warehouse
+    return existing_warehouse(settings.warehouse)
 
 
 # -- broker ---------------------------------------------------------------------------------------------
