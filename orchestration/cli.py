@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.catalog_cli import catalog_app
 from orchestration.cli_output import fail as _fail
 from orchestration.share_cli import share_app
 from orchestration.stream_cli import broker_app, simulate_app, stream_app
@@ -20,6 +21,7 @@ app = typer.Typer(help="yiwang: the 一网统管 · 一网共享 lakehouse.", no
 app.add_typer(broker_app, name="broker")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(stream_app, name="stream")
+app.add_typer(catalog_app, name="catalog")
 app.add_typer(share_app, name="share")
 console = Console()
 

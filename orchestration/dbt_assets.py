@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from deltalake import write_deltalake
 
 from ingestion.warehouse import Warehouse
+from thematic_libs.sharing.asset_metadata import dataset_metadata, dataset_owners, dataset_tags, gold_dataset
+from thematic_libs.sharing.datasets import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -197,6 +199,36 @@ class YiwangDbtTranslator(DagsterDbtTranslator):
             return fqn[1]  # ["yiwang", "staging", "stg_..."] -> "staging"
         return super().get_group_name(dbt_resource_props)
 
+    # A mart published as a gold product carries the product's sharing facts (products.yaml), as the
+    # catalog shows them: owner, sharing type, cadence, columns with their classification.
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        metadata = dict(super().get_metadata(dbt_resource_props))
+        product = gold_product(dbt_resource_props)
+        return {**metadata, **dataset_metadata(product)} if product else metadata
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> Sequence[str] | None:
+        product = gold_product(dbt_resource_props)
+        return dataset_owners(product) if product else super().get_owners(dbt_resource_props)
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        product = gold_product(dbt_resource_props)
+        tags = dict(super().get_tags(dbt_resource_props))
+        return {**tags, **dataset_tags(product)} if product else tags
+
+
+def node_gold_table(node: Mapping[str, Any]) -> str | None:
+    """The `gold_table` a model's meta names (e.g. `party/org_tree`), or None."""
+    if node.get("resource_type") != "model":
+        return None
+    return (node.get("meta") or {}).get("gold_table") or (node.get("config", {}).get("meta") or {}).get("gold_table")
+
+
+def gold_product(node: Mapping[str, Any]) -> Dataset | None:
+    """The products.yaml entry of the gold table a model is published as."""
+    gold = node_gold_table(node)
+    return gold_dataset(f"gold/{gold}", warehouse_root()) if gold else None
+
 
 def missing_silver_tables(manifest: Mapping[str, Any], warehouse: str) -> list[str]:
     """`department/dataset` of every source whose silver Delta table does not exist yet."""
@@ -264,10 +296,8 @@ def gold_tables(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """`gold path -> model node` for every model whose meta names a `gold_table` (e.g. party/org_tree)."""
     found = {}
     for node in manifest.get("nodes", {}).values():
-        gold = (node.get("meta") or {}).get("gold_table") or (node.get("config", {}).get("meta") or {}).get(
-            "gold_table"
-        )
-        if node.get("resource_type") == "model" and gold:
+        gold = node_gold_table(node)
+        if gold:
             found[f"gold/{gold}"] = node
     return dict(sorted(found.items()))
 
@@ -292,6 +322,7 @@ def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
     """An asset copying one dbt mart from the DuckDB file to the Delta table `table` (overwrite)."""
     relation = f'"{node["schema"]}"."{node.get("alias") or node["name"]}"'
     model_key = YiwangDbtTranslator().get_asset_key(node)
+    product = gold_product(node)
 
     @asset(
         key=AssetKey(table.split("/")),
@@ -299,6 +330,9 @@ def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
         group_name="gold",
         description=f"{table}: the dbt model {node['name']} published as a Delta table. {node.get('description', '')}",
         kinds={"delta"},
+        metadata=dataset_metadata(product) if product else None,
+        owners=dataset_owners(product) if product else None,
+        tags=dataset_tags(product) if product else None,
     )
     def _export() -> MaterializeResult:
         warehouse = Warehouse.at(warehouse_root())

@@ -22,6 +22,7 @@ from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, n
 from orchestration.quality_assets import quality_assets, quality_checks
 from orchestration.resources import PlatformResource
 from orchestration.settings import Settings
+from orchestration.sharing_assets import sharing_assets
 from orchestration.stream_assets import stream_assets
 
 PLATFORM_JOB = "platform_build"
@@ -48,8 +49,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     settings.export()
     dbt_assets, dbt_resources = build_dbt_definitions()
+    assets = [*ingestion_assets(), *quality_assets(), *dbt_assets, *dispatch_assets(), crosscheck, *stream_assets()]
     return Definitions(
-        assets=[*ingestion_assets(), *quality_assets(), *dbt_assets, *dispatch_assets(), crosscheck, *stream_assets()],
+        assets=[*assets, *sharing_assets(assets)],
         asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks()],
         jobs=[platform_build],
         schedules=[nightly_build],

@@ -32,6 +32,7 @@ from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.silver import apply_silver, silver_table
 from orchestration.resources import PlatformResource
 from quality.runner import QualityRecorder
+from thematic_libs.sharing.asset_metadata import contract_dataset, dataset_metadata, dataset_owners, dataset_tags
 
 
 def bronze_key(contract: Contract) -> AssetKey:
@@ -62,11 +63,13 @@ def build_bronze_asset(contract: Contract) -> AssetsDefinition:
         description=f"{contract.name}: batches as delivered, typed, with lineage. Restricted layer.",
         kinds={"delta", "python"},
         metadata={
+            **dataset_metadata(contract_dataset(contract.id), raw=True),
             "contract": f"{contract.id} v{contract.version}",
             "department": contract.department_label,
-            "cadence": contract.cadence,
             "primary_key": ", ".join(contract.primary_key),
         },
+        owners=dataset_owners(contract_dataset(contract.id)),
+        tags=dataset_tags(contract_dataset(contract.id), raw=True),
     )
     def _bronze(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
         warehouse = platform.get_warehouse()
@@ -96,7 +99,9 @@ def build_silver_asset(contract: Contract) -> AssetsDefinition:
         description=f"{contract.name}: current state per {', '.join(contract.primary_key)}, "
         "sensitive columns as keyed pseudonyms.",
         kinds={"delta", "python"},
-        metadata={"path": silver_table(contract)},
+        metadata={**dataset_metadata(contract_dataset(contract.id)), "path": silver_table(contract)},
+        owners=dataset_owners(contract_dataset(contract.id)),
+        tags=dataset_tags(contract_dataset(contract.id)),
     )
     def _silver(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
         outcome = apply_silver(contract, platform.get_warehouse(), platform.pseudonymiser(), platform.as_of_date())

@@ -1,7 +1,7 @@
 """Configuration as data: every setting has an environment variable and an embedded default.
 
 The embedded default keeps everything under `.yiwang/` in the working directory: the demo landing
-zone, the warehouse, the published DuckDB file, the reports and the locally generated pseudonym key.
+zone, the warehouse, the published DuckDB file, the reports, the open data and the locally generated keys.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class Settings:
     reports_dir: Path
     key_file: Path
     models_dir: Path
+    open_data_dir: Path
     reject_share: float = DEFAULT_REJECT_SHARE
     as_of: date | None = None
 
@@ -38,6 +39,7 @@ class Settings:
             reports_dir=Path(os.environ.get("YIWANG_REPORTS", home / "reports")),
             key_file=Path(os.environ.get("YIWANG_PSEUDONYM_KEY_FILE", home / "secrets" / "pseudonym.key")),
             models_dir=Path(os.environ.get("YIWANG_MODELS", home / "models")),
+            open_data_dir=Path(os.environ.get("YIWANG_OPEN_DATA", home / "open_data")),
             reject_share=float(os.environ.get("YIWANG_REJECT_SHARE", DEFAULT_REJECT_SHARE)),
             as_of=date.fromisoformat(as_of) if as_of else None,
         )
@@ -54,6 +56,7 @@ class Settings:
         os.environ["YIWANG_REPORTS"] = str(self.reports_dir)
         os.environ["YIWANG_PSEUDONYM_KEY_FILE"] = str(self.key_file)
         os.environ["YIWANG_MODELS"] = str(self.models_dir)
+        os.environ["YIWANG_OPEN_DATA"] = str(self.open_data_dir)
         os.environ["YIWANG_REJECT_SHARE"] = str(self.reject_share)
         if self.as_of:
             os.environ["YIWANG_AS_OF"] = self.as_of.isoformat()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+from deltalake import write_deltalake
 
 from ingestion.delta_append import append_frame
 from ingestion.warehouse import Warehouse
@@ -139,3 +140,17 @@ def usage_daily(access: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("day", "department", "order_id", nulls_last=True)
     )
+
+
+def write_usage(warehouse: Warehouse, usage: pl.DataFrame) -> int | None:
+    """Replace `gold/sharing/usage_daily` when its content changed; returns the table version (None: none yet)."""
+    uri, options = warehouse.uri(USAGE_DAILY), warehouse.options()
+    if warehouse.exists(USAGE_DAILY):
+        table = warehouse.table(USAGE_DAILY)
+        current = pl.DataFrame(pl.from_arrow(table.to_pyarrow_table()))
+        if current.columns == usage.columns and current.equals(usage):
+            return table.version()
+    elif usage.is_empty():
+        return None
+    write_deltalake(uri, usage.to_arrow(), mode="overwrite", schema_mode="overwrite", storage_options=options)
+    return warehouse.table(USAGE_DAILY).version()
