@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.thematic
 	$(BIN)/python -m bench.classifier
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.sharing
 
 stream-demo: $(STAMP)
 	$(BIN)/yiwang stream demo

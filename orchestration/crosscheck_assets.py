@@ -17,6 +17,7 @@ from ingestion.ledger import read_ledger
 from ingestion.warehouse import Warehouse
 from orchestration.ingestion_assets import bronze_key
 from orchestration.resources import PlatformResource
+from thematic_libs.sharing.asset_metadata import product_asset_facts
 from thematic_libs.social_assistance.gold import FLAGS_TABLE, LINKAGE_TABLE, REVIEW_TABLE, SUMMARY_TABLE
 from thematic_libs.social_assistance.rules import INPUT_CONTRACTS, CrosscheckError
 from thematic_libs.social_assistance.run import run_crosscheck
@@ -38,16 +39,19 @@ def latest_extraction_date(warehouse: Warehouse) -> date | None:
             deps=[bronze_key(get_contract(c)) for c in INPUT_CONTRACTS],
             description="救助核查 One row per rule, member and piece of evidence (restricted).",
             kinds={"delta", "duckdb"},
+            **product_asset_facts(FLAGS_TABLE),
         ),
         AssetSpec(
             AssetKey(REVIEW_TABLE.split("/")),
             description="One row per flagged case with its rules, amount at risk and priority (restricted).",
             kinds={"delta"},
+            **product_asset_facts(REVIEW_TABLE),
         ),
         AssetSpec(
             AssetKey(SUMMARY_TABLE.split("/")),
             description="Flags by rule, community and month with the amount at risk: aggregates for reports.",
             kinds={"delta"},
+            **product_asset_facts(SUMMARY_TABLE),
         ),
         AssetSpec(
             AssetKey(LINKAGE_TABLE.split("/")),
@@ -56,6 +60,7 @@ def latest_extraction_date(warehouse: Warehouse) -> date | None:
                 "probability, the levels that fired; linked or to review (restricted)."
             ),
             kinds={"delta"},
+            **product_asset_facts(LINKAGE_TABLE),
         ),
     ],
     group_name="social_assistance",

@@ -29,6 +29,7 @@ from thematic_libs.dispatch.derive import DispatchConfig
 from thematic_libs.dispatch.feeds import FEEDS, URBAN_EVENTS
 from thematic_libs.dispatch.refresh import TICKET_OUTCOMES, refresh_tickets
 from thematic_libs.dispatch.store import TICKETS, read_table
+from thematic_libs.sharing.asset_metadata import product_asset_facts
 from thematic_libs.urban.classifier import ClassifierConfig
 from thematic_libs.urban.events import (
     ENTERPRISE_APPEALS,
@@ -67,6 +68,7 @@ def _counts(table: pa.Table, column: str) -> dict[str, int]:
     group_name="urban",
     description="城市事件 Every hotline appeal, grid report and enterprise appeal with event code, grid and ticket.",
     kinds={"delta", "python"},
+    **product_asset_facts(URBAN_EVENTS),
 )
 def urban_events(platform: PlatformResource) -> MaterializeResult:
     warehouse = platform.get_warehouse()
@@ -98,6 +100,7 @@ def urban_events(platform: PlatformResource) -> MaterializeResult:
         _silver(GRID_REGISTRY),
     ],
     group_name="dispatch",
+    **product_asset_facts(TICKETS),
     description=(
         "派单工单 The lean dispatch table: one row per ticket from every feed, merged, routed, due in working "
         "days, status from the dispatch system's outcomes. Change data feed on: `yiwang tickets changes`."

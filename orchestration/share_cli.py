@@ -22,11 +22,11 @@ from rich.table import Table
 from orchestration.cli_output import existing_warehouse
 from orchestration.cli_output import fail as _fail
 from thematic_libs.dispatch.keys import CST
+from thematic_libs.sharing import DEFAULT_PORT
 
 console = Console()
 share_app = typer.Typer(help="Data-share orders, department tokens, deliveries and the Delta Sharing server.")
 FORMATS = ("table", "json", "csv")
-DEFAULT_PORT = 8765
 
 
 def _settings():
@@ -373,7 +373,12 @@ def usage(
     if fmt != "table":
         _emit(frame.to_dicts(), fmt)
         return
-    table = Table("day", "department", "order", "calls", "refused", "rows", "bytes", title="share usage")
+    table = Table(title="share usage (rows as listed by queries, bytes as downloaded)")
+    table.add_column("day", no_wrap=True)
+    table.add_column("department", overflow="fold")
+    table.add_column("order", no_wrap=True)
+    for name in ("calls", "refused", "rows", "bytes"):
+        table.add_column(name, justify="right")
     for row in frame.iter_rows(named=True):
         table.add_row(
             str(row["day"]),
@@ -385,3 +390,47 @@ def usage(
             f"{row['bytes_served']:,}",
         )
     console.print(table)
+
+
+# -- the server -------------------------------------------------------------------------------------
+
+
+@share_app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535),
+    refresh_seconds: float = typer.Option(2.0, "--refresh-seconds", help="How often deliveries follow sources."),
+    public_url: str | None = typer.Option(
+        None, "--public-url", help="Scheme and host clients reach the server at (behind a proxy), for file URLs."
+    ),
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+) -> None:
+    """The Delta Sharing protocol (/delta-sharing) and the catalog web page (/catalog) until Ctrl-C."""
+    import socket
+
+    from ingestion.pseudonym import PseudonymKeyError
+    from thematic_libs.sharing.server import serve as run_server
+    from thematic_libs.sharing.web import web_routes
+
+    settings = _settings()
+    if warehouse:
+        settings = settings.with_overrides(warehouse=warehouse)
+    _store(settings.warehouse)
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise _fail(f"--public-url {public_url!r} is not an http(s) URL")
+    if refresh_seconds < 0:
+        raise _fail("--refresh-seconds must be 0 (no refresh) or more")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise _fail(f"cannot listen on {host}:{port} ({error.strerror}): pick another --port") from None
+    endpoint = f"{public_url or f'http://{host}:{port}'}/delta-sharing"
+    console.print(f"Delta Sharing: [bold]{endpoint}[/] · catalog: {endpoint.removesuffix('/delta-sharing')}/catalog")
+    console.print(f"profiles: `yiwang share profile --department X --endpoint {endpoint}` · log: {settings.home}/logs")
+    try:
+        run_server(
+            settings, host, port, refresh_seconds=refresh_seconds, extra_routes=web_routes, public_url=public_url
+        )
+    except (ValueError, PseudonymKeyError) as error:
+        raise _fail(str(error).splitlines()[0]) from None

@@ -32,6 +32,7 @@ from orchestration.ingestion_assets import silver_key
 from orchestration.resources import PlatformResource
 from orchestration.streaming import SENSOR_DEVICES
 from thematic_libs.emergency.alerts import INCIDENTS, RISK, WARNINGS, rebuild_incidents, write_warnings
+from thematic_libs.sharing.asset_metadata import product_asset_facts
 
 
 def _observe_stream(topic: Topic) -> SourceAsset:
@@ -88,6 +89,7 @@ STREAMED = {short: _observe_stream(topic) for short, topic in load_topics().item
         "every streamed reading; the IoT consumer keeps it current between runs."
     ),
     kinds={"delta", "python"},
+    **product_asset_facts(INCIDENTS),
 )
 def emergency_incidents(platform: PlatformResource) -> MaterializeResult:
     from orchestration.streaming import read_devices
@@ -107,6 +109,7 @@ def emergency_incidents(platform: PlatformResource) -> MaterializeResult:
         "passes the level, before any sensor fires."
     ),
     kinds={"delta", "python"},
+    **product_asset_facts(WARNINGS),
 )
 def emergency_warnings(platform: PlatformResource) -> MaterializeResult:
     warnings = write_warnings(platform.get_warehouse())

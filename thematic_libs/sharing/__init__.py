@@ -10,3 +10,6 @@
 - `access_log`: metering of every request (`ops/share_access_log`) and daily usage.
 - `open_data`: unconditional datasets exported as CSV, Parquet and metadata JSON.
 """
+
+# The sharing server's port when none is given (`yiwang share serve`, the profiles' default endpoint).
+DEFAULT_PORT = 8765

@@ -49,6 +49,8 @@ ACCESS_SCHEMA = pa.schema(
         pa.field("client", pa.string()),
     ]
 )
+# The endpoints whose answer lists files (and their rows) for a client to fetch.
+LISTING_ENDPOINTS = ("query", "changes")
 _DEFAULTS = {"files": 0, "rows": 0, "bytes": 0, "duration_ms": 0.0}
 
 
@@ -126,16 +128,17 @@ def usage_daily(access: pl.DataFrame) -> pl.DataFrame:
     """Calls per day (China Standard Time), department and order: 接口调用次数, refusals, files, rows, bytes."""
     day = pl.col("at").dt.convert_time_zone("Asia/Shanghai").dt.date().alias("day")
     return (
-        access.with_columns(day, pl.col("department").fill_null("(unauthenticated)"))
+        access.with_columns(day, pl.col("department").fill_null("(anonymous)"))
         .group_by("day", "department", "order_id", "dataset_id")
         .agg(
             pl.len().cast(pl.Int64).alias("calls"),
             (pl.col("outcome") == "ok").sum().cast(pl.Int64).alias("ok_calls"),
             (pl.col("outcome") == "refused").sum().cast(pl.Int64).alias("refused_calls"),
             (pl.col("outcome") == "error").sum().cast(pl.Int64).alias("error_calls"),
-            pl.col("files").sum().alias("files_served"),
-            pl.col("rows").sum().alias("rows_served"),
-            pl.col("bytes").sum().alias("bytes_served"),
+            # rows as the queries listed them (a client may fetch a file more than once); bytes as downloaded
+            pl.col("files").filter(pl.col("endpoint").is_in(LISTING_ENDPOINTS)).sum().alias("files_served"),
+            pl.col("rows").filter(pl.col("endpoint").is_in(LISTING_ENDPOINTS)).sum().alias("rows_served"),
+            pl.col("bytes").filter(pl.col("endpoint") == "file").sum().alias("bytes_served"),
             pl.col("duration_ms").median().alias("median_ms"),
         )
         .sort("day", "department", "order_id", nulls_last=True)

@@ -100,3 +100,14 @@ def gold_dataset(table: str, warehouse_root: str) -> Dataset | None:
     """The gold product of `table` (`gold/party/org_tree`), its columns read once per process from the
     warehouse's Delta schema (none when the table is not built yet); None when products.yaml lacks it."""
     return _gold_datasets(warehouse_root).get(table)
+
+
+def product_asset_facts(table: str) -> dict[str, Any]:
+    """`metadata`, `owners` and `tags` for the asset of a gold product built in Python (`gold/dispatch/tickets`),
+    to splat into `@asset(...)` or `AssetSpec(...)`; empty when products.yaml does not list the table."""
+    from orchestration.dbt_assets import warehouse_root
+
+    product = gold_dataset(table, warehouse_root())
+    if product is None:
+        return {}
+    return {"metadata": dataset_metadata(product), "owners": dataset_owners(product), "tags": dataset_tags(product)}

@@ -52,6 +52,8 @@ class _Versioned:
 
     def get(self):
         with self._lock:
+            if self._value is not None and self._unchanged():
+                return self._value
             if self._delta is None and self.warehouse.exists(self.table):
                 self._delta = self.warehouse.table(self.table)
             if self._delta is not None:
@@ -63,6 +65,13 @@ class _Versioned:
                 self._value = self.build(self._delta)
                 self._version = version
             return self._value
+
+    def _unchanged(self) -> bool:
+        """On a local folder, a table whose next commit file does not exist has not moved: one stat() instead
+        of `update_incremental` (about half a millisecond, twice per request of the sharing server)."""
+        if not self.warehouse.is_local or self._version is None:
+            return False
+        return not os.path.exists(f"{self.warehouse.uri(self.table)}/_delta_log/{self._version + 1:020d}.json")
 
 
 @dataclass
