@@ -273,6 +273,10 @@ def _print_summary(settings, started: datetime, seconds: float) -> None:
     console.print(f"DuckDB (dbt models): {settings.duckdb_path}")
     console.print("notebooks: notebooks/thematic_libraries.ipynb (libraries, KPIs); notebooks/crosscheck_review.ipynb")
     console.print("cross-check (restricted): gold/social_assistance/ · for reports: gold/reports/crosscheck_summary")
+    console.print(
+        f"sharing: yiwang catalog list · open data: {settings.open_data_dir} · "
+        "yiwang share serve → http://127.0.0.1:8765/catalog"
+    )
     console.print("Dagster UI: make dagster  → http://127.0.0.1:3000")
 
 

@@ -136,6 +136,11 @@ def test_yiwang_run_end_to_end(tmp_path):
         "gold/social_assistance/crosscheck_flags",
     ):
         assert warehouse.exists(table), table
+    # the sharing side: the catalog of every dataset and the open data of the unconditional ones
+    catalog = pl.from_arrow(warehouse.table("ops/catalog").to_pyarrow_table())
+    assert {"zhengshu.grid_registry", "party.grid_coverage", "stream.iot_sensor_readings"} <= set(catalog["dataset_id"])
+    assert (home / "open_data" / "zhengshu.grid_registry" / "data.csv").exists()
+    assert "sharing: yiwang catalog list" in result.stdout
     from thematic_libs.dispatch.schema import TICKET_SCHEMA
 
     tickets = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table())
