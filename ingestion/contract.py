@@ -18,6 +18,9 @@ import yaml
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 
 LEVELS = ("province", "city", "district")
+# Image deliveries: one file per record (a camera frame), read by the video-AI scoring (thematic_libs/video/), never
+# by the tabular readers (csv, jsonl, parquet) of ingestion/readers.py.
+IMAGE_FORMATS = ("jpeg",)
 
 # Arrow types of the ODCS logical types; timestamps are normalised to UTC instants.
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -106,6 +109,11 @@ class Contract:
     @property
     def is_stream(self) -> bool:
         return "fileFormat" not in self.properties
+
+    @property
+    def is_image(self) -> bool:
+        """Delivered as image files, one per record (`fileFormat: jpeg`): never read as rows into bronze."""
+        return self.file_format in IMAGE_FORMATS
 
     @property
     def source_level(self) -> str:
@@ -251,8 +259,16 @@ def load_contracts(directory: Path = CONTRACTS_DIR) -> dict[str, Contract]:
 
 
 def batch_contracts(directory: Path = CONTRACTS_DIR) -> dict[str, Contract]:
-    """The contracts delivered as landing-zone files (the `stream.*` topics are not)."""
-    return {cid: c for cid, c in load_contracts(directory).items() if not c.is_stream}
+    """The contracts delivered as landing-zone files of rows (csv, jsonl, parquet): what bronze, silver, the
+    quality suites, dbt staging and the catalog are built from. Neither the `stream.*` topics nor the image
+    contracts (`image_contracts`) are among them."""
+    return {cid: c for cid, c in load_contracts(directory).items() if not c.is_stream and not c.is_image}
+
+
+def image_contracts(directory: Path = CONTRACTS_DIR) -> dict[str, Contract]:
+    """The contracts delivered as landing-zone image files (`zhengshu.video_frames`): the video-AI scoring reads
+    them, batch by batch, into `silver/video/detections`."""
+    return {cid: c for cid, c in load_contracts(directory).items() if c.is_image}
 
 
 def get_contract(contract_id: str) -> Contract:

@@ -116,7 +116,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _parse_extracted_at(value: object) -> datetime:
+def parse_extracted_at(value: object) -> datetime:
     if not isinstance(value, str):
         raise BatchRejected("manifest", f"extracted_at {value!r} is not an ISO 8601 timestamp; resend the manifest")
     try:
@@ -148,6 +148,25 @@ def open_batch(batch_dir: BatchDir, checksums: bool = True) -> Batch:
     it alongside the parsing.
     """
     manifest = read_manifest(batch_dir)
+    contract, mode = check_manifest_header(batch_dir, manifest)
+    encoding_name = str(manifest.get("encoding", "utf-8")).lower()
+    if encoding_name not in ENCODINGS:
+        raise BatchRejected("encoding", f"encoding {encoding_name!r} is not utf-8 or gb18030")
+    parts = _check_parts(batch_dir, contract, manifest.get("files"), checksums)
+    return Batch(
+        dir=batch_dir,
+        contract=contract,
+        mode=mode,
+        extracted_at=parse_extracted_at(manifest.get("extracted_at")),
+        confirm_shrink=manifest.get("confirm_shrink") is True,
+        encoding=ENCODINGS[encoding_name],
+        parts=parts,
+    )
+
+
+def check_manifest_header(batch_dir: BatchDir, manifest: dict) -> tuple[Contract, str]:
+    """(contract, mode) of a manifest whose contract id, version, level, batch id and mode agree with the
+    contracts and the batch's folder; BatchRejected otherwise. Common to every delivery, rows or images."""
     contract_id = manifest.get("contract_id")
     contracts = load_contracts()
     if contract_id not in contracts or contracts[contract_id].is_stream:
@@ -184,19 +203,7 @@ def open_batch(batch_dir: BatchDir, checksums: bool = True) -> Batch:
     mode = manifest.get("mode")
     if mode not in ("snapshot", "incremental"):
         raise BatchRejected("manifest", f"mode {mode!r} must be 'snapshot' or 'incremental'")
-    encoding_name = str(manifest.get("encoding", "utf-8")).lower()
-    if encoding_name not in ENCODINGS:
-        raise BatchRejected("encoding", f"encoding {encoding_name!r} is not utf-8 or gb18030")
-    parts = _check_parts(batch_dir, contract, manifest.get("files"), checksums)
-    return Batch(
-        dir=batch_dir,
-        contract=contract,
-        mode=mode,
-        extracted_at=_parse_extracted_at(manifest.get("extracted_at")),
-        confirm_shrink=manifest.get("confirm_shrink") is True,
-        encoding=ENCODINGS[encoding_name],
-        parts=parts,
-    )
+    return contract, mode
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
@@ -272,8 +279,11 @@ __all__ = [
     "ContractError",
     "PartFile",
     "batch_ordinal",
+    "check_manifest_header",
     "extraction_date",
     "find_batches",
     "open_batch",
+    "parse_extracted_at",
+    "sha256_of",
     "verify_checksums",
 ]

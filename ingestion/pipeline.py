@@ -51,6 +51,11 @@ def ingest_contract(
     on_validated: Callable[[Batch, Validated], None] | None = None,
     progress: Callable[[BatchDir], None] | None = None,
 ) -> list[BatchOutcome]:
+    if contract.is_image:
+        raise ValueError(
+            f"{contract.id} delivers image files, not rows: its batches are scored by the video assets "
+            "(thematic_libs/video/scoring.py), not landed in bronze"
+        )
     outcomes = []
     for batch_dir in pending_batches(landing, warehouse, contract.id):
         if progress:
@@ -62,7 +67,9 @@ def ingest_contract(
 
 
 def ingest_unknown(landing: Path, warehouse: Warehouse) -> list[BatchOutcome]:
-    """Batches delivered under a department/dataset that no contract describes: rejected, on record."""
+    """Batches delivered under a department/dataset that no contract describes: rejected, on record.
+
+    Image contracts (video frames) are known: their batches are left to the video scoring."""
     known = {c.id for c in load_contracts().values() if not c.is_stream}
     return [
         ingest_batch(batch_dir, warehouse)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from orchestration.catalog_cli import catalog_app
 from orchestration.cli_output import fail as _fail
+from orchestration.ml_cli import ml_app
 from orchestration.share_cli import share_app
 from orchestration.stream_cli import broker_app, simulate_app, stream_app
 
@@ -23,6 +24,7 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(stream_app, name="stream")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(share_app, name="share")
+app.add_typer(ml_app, name="ml")
 console = Console()
 
 DEFAULT_DEMO_SCALE = 1.0

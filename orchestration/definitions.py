@@ -24,6 +24,7 @@ from orchestration.resources import PlatformResource
 from orchestration.settings import Settings
 from orchestration.sharing_assets import sharing_assets
 from orchestration.stream_assets import stream_assets
+from orchestration.video_assets import video_assets, video_checks, video_sensors
 
 PLATFORM_JOB = "platform_build"
 
@@ -49,13 +50,21 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     settings.export()
     dbt_assets, dbt_resources = build_dbt_definitions()
-    assets = [*ingestion_assets(), *quality_assets(), *dbt_assets, *dispatch_assets(), crosscheck, *stream_assets()]
+    assets = [
+        *ingestion_assets(),
+        *quality_assets(),
+        *dbt_assets,
+        *dispatch_assets(),
+        crosscheck,
+        *stream_assets(),
+        *video_assets(),
+    ]
     return Definitions(
         assets=[*assets, *sharing_assets(assets)],
-        asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks()],
+        asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks(), *video_checks()],
         jobs=[platform_build],
         schedules=[nightly_build],
-        sensors=[new_landing_batches],
+        sensors=[new_landing_batches, *video_sensors()],
         resources={"platform": PlatformResource.from_settings(settings), **dbt_resources},
     )
 

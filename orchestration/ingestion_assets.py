@@ -27,7 +27,7 @@ from dagster import (
 )
 
 from ingestion.bronze import BatchOutcome
-from ingestion.contract import Contract, batch_contracts
+from ingestion.contract import Contract, batch_contracts, image_contracts
 from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.silver import apply_silver, silver_table
 from orchestration.resources import PlatformResource
@@ -166,7 +166,12 @@ def _sensor_target() -> AssetSelection:
 )
 def new_landing_batches(context: SensorEvaluationContext, platform: PlatformResource) -> SensorResult | SkipReason:
     contracts = batch_contracts()
-    ready = [b for b in pending_batches(platform.landing_path(), platform.get_warehouse()) if b.is_complete]
+    images = image_contracts()  # frame batches: the video sensor (orchestration/video_assets.py) starts those
+    ready = [
+        b
+        for b in pending_batches(platform.landing_path(), platform.get_warehouse())
+        if b.is_complete and b.contract_id not in images
+    ]
     if not ready:
         return SkipReason("no new complete batches")
     selection: set[AssetKey] = set()

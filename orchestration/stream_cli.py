@@ -98,11 +98,11 @@ def broker_start(
 
 
 def _consumed_stream(stream: str):
-    """The topic of `iot` or `hotline`, the streams these commands consume."""
+    """The topic of `iot`, `hotline` or `video`, the streams these commands consume."""
     from orchestration.streaming import topic_named
 
-    if stream not in ("iot", "hotline"):
-        raise _fail(f"unknown stream {stream!r}: use iot or hotline (video is consumed by the video-AI scorer)")
+    if stream not in ("iot", "hotline", "video"):
+        raise _fail(f"unknown stream {stream!r}: use iot, hotline or video")
     return topic_named(stream)
 
 
@@ -193,6 +193,58 @@ def simulate_hotline(
     _produce(settings, kafka, "hotline", simulator.messages(), record, f"{rate:g} appeals/s")
 
 
+@simulate_app.command("video")
+def simulate_video(
+    cameras: int = typer.Option(4, "--cameras", help="How many cameras send (0 = every online camera)."),
+    fps: float = typer.Option(1.0, "--fps", help="Frames per second per camera."),
+    duration: float = typer.Option(60.0, "--duration", help="Seconds to produce."),
+    seed: int = typer.Option(0, "--seed"),
+    record: Path | None = typer.Option(None, "--record", help="Write every frame sent, with its kind (JSONL)."),
+) -> None:
+    """Camera frames drawn live (riders with and without helmets, overflowing bins, stalls), as JPEG with headers
+    ts and frame_seq: cameras of zhengshu.video_cameras when loaded, else synthetic ids; a few corrupt frames,
+    frames with a missing or bad header, and resent duplicates."""
+    from ingestion.streaming.simulate_video import VideoSimulator
+
+    _check_positive(fps=fps, duration=duration)
+    if cameras < 0:
+        raise _fail(f"--cameras must be 0 (every online camera) or more (got {cameras})")
+    settings = _settings()
+    kafka = _kafka(settings)
+    chosen, where = _video_cameras(settings, cameras)
+    try:
+        simulator = VideoSimulator(chosen, fps, duration, seed=seed)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    what = f"{len(chosen)} cameras ({where}) at {fps:g} frames/s each"
+    _produce(settings, kafka, "video", simulator.messages(), record, what)
+
+
+def _video_cameras(settings, count: int):
+    """Online cameras of silver zhengshu.video_cameras when the warehouse has them, else synthetic ones."""
+    import polars as pl
+
+    from ingestion.streaming.simulate_video import load_cameras, synthetic_cameras
+    from ingestion.warehouse import Warehouse
+    from ml.algorithms import load_algorithms
+    from thematic_libs.urban.events import read_silver
+
+    known = tuple(load_algorithms())
+    registry: list = []
+    warehouse = Warehouse.at(settings.warehouse)
+    try:
+        frame = pl.from_arrow(read_silver(warehouse, "zhengshu.video_cameras", ["camera_id", "algorithms", "status"]))
+        assert isinstance(frame, pl.DataFrame)
+        registry = load_cameras(frame, known)
+    except (OSError, ValueError) as error:  # no local warehouse yet: synthetic cameras
+        logging.getLogger("yiwang.stream").info("camera registry not read: %s", error)
+    if registry:
+        if count > len(registry):
+            raise _fail(f"--cameras {count}: the registry has {len(registry)} online cameras; lower it")
+        return (registry[:count] if count else registry), "zhengshu.video_cameras"
+    return synthetic_cameras(count or 4, known), "synthetic ids: zhengshu.video_cameras is not loaded"
+
+
 def _hotline_simulator(warehouse, rate: float, duration: float, seed: int = 0):
     """Appeals at the places of the grid registry, in its district (most grids')."""
     import polars as pl
@@ -231,12 +283,15 @@ def _produce(settings, kafka, short_name: str, messages, record: Path | None, wh
 
 @stream_app.command("run")
 def stream_run(
-    stream: str = typer.Argument(..., help="iot or hotline"),
+    stream: str = typer.Argument(..., help="iot, hotline or video"),
     max_seconds: float | None = typer.Option(None, "--max-seconds", help="Stop after this long (default: SIGTERM)."),
     batch_seconds: float = typer.Option(0.5, "--batch-seconds", help="Longest wait before a micro-batch is written."),
     derive: bool = typer.Option(True, "--derive/--no-derive", help="Incidents, events and tickets after each batch."),
 ) -> None:
-    """Consume one topic into bronze (one member of its consumer group; run several side by side)."""
+    """Consume one topic into bronze (one member of its consumer group; run several side by side).
+
+    `video` also scores every new frame with the production model of each algorithm into silver/video/detections
+    (in the same exactly-once way: a replayed frame is neither lost nor scored twice)."""
     _consumed_stream(stream)
     if max_seconds is not None and max_seconds <= 0:
         raise _fail("--max-seconds must be positive")
@@ -253,13 +308,14 @@ def _consume(stream: str, max_seconds: float | None, batch_seconds: float, deriv
     from ingestion.streaming.broker import TopicError, ensure_topics
     from ingestion.streaming.consumer import BrokerBehind, StreamConsumer
     from ingestion.streaming.settings import BrokerUnavailable
-    from orchestration.streaming import stream_spec, topic_named
+    from orchestration.streaming import MAX_BATCH, stream_spec, topic_named
 
     settings = _settings()
     log_file = _log_to_file(settings)
     kafka = _kafka(settings)
     warehouse = _warehouse(settings)
     topic = topic_named(stream)
+    spec = _stream_spec(stream_spec, topic, warehouse, settings, derive)
 
     def create_topics() -> None:
         try:
@@ -272,10 +328,11 @@ def _consume(stream: str, max_seconds: float | None, batch_seconds: float, deriv
             console.print(f"[yellow]{datetime.now(CST):%H:%M:%S} {message}[/]", highlight=False)
 
     consumer = StreamConsumer(
-        stream_spec(topic, warehouse, settings, derive=derive),
+        spec,
         warehouse,
         kafka.client_options(),
         batch_seconds=batch_seconds,
+        max_batch=MAX_BATCH.get(stream, 5_000),
         on_connect=create_topics,
         on_retry=retrying,
     )
@@ -283,6 +340,9 @@ def _consume(stream: str, max_seconds: float | None, batch_seconds: float, deriv
         consumer.install_signal_handlers()
     if not quiet:
         console.print(f"consuming {topic.name} from {kafka.describe()} into {topic.bronze_table}; logs: {log_file}")
+        describe = getattr(spec.after_commit, "describe", None)
+        if describe is not None:
+            console.print(describe(), highlight=False)
     last = [time.monotonic()]
 
     def progress(summary) -> None:
@@ -306,6 +366,22 @@ def _consume(stream: str, max_seconds: float | None, batch_seconds: float, deriv
     return summary
 
 
+def _stream_spec(build, topic, warehouse, settings, derive: bool):
+    """The consumer's spec; a video consumer whose model registry cannot be read stops here with its reason."""
+    if topic.short_name != "video":
+        return build(topic, warehouse, settings, derive=derive)
+    from ml.registry import RegistryError
+
+    try:
+        return build(topic, warehouse, settings, derive=derive)
+    except RegistryError as error:
+        raise _fail(str(error), STREAM_FAILED) from None
+    except Exception as error:  # MLflow's own errors (a tracking server that does not answer, ...)
+        logging.getLogger("yiwang.stream").exception("video: the model registry could not be read")
+        message = f"the model registry could not be read ({type(error).__name__}: {str(error)[:300]}); see the log"
+        raise _fail(message, STREAM_FAILED) from None
+
+
 @stream_app.command("status")
 def stream_status_command() -> None:
     """Per topic-partition: the offset in Delta, the broker's end, the lag, quarantined in the last hour."""
@@ -323,8 +399,6 @@ def stream_status_command() -> None:
         console.print(f"[yellow]{error}[/] (broker columns left empty)")
     table = Table("topic", "partition", "epoch", "offset in Delta", "broker end", "lag", "quarantined (1 h)")
     for topic in _topics():
-        if topic.short_name == "video":
-            continue
         for row in stream_status(warehouse, topic, kafka):
             table.add_row(
                 row.topic,
@@ -340,7 +414,7 @@ def stream_status_command() -> None:
 
 @stream_app.command("reset")
 def stream_reset(
-    stream: str = typer.Argument(..., help="iot or hotline"),
+    stream: str = typer.Argument(..., help="iot, hotline or video"),
     reason: str = typer.Option(..., "--reason", help="Why the broker's new log is accepted (kept for the audit)."),
     by: str = typer.Option("", "--by", help="Who decides (default: the login name)."),
 ) -> None:

@@ -6,6 +6,9 @@
 - `hotline.appeals` -> `bronze/stream/hotline_appeals`; after each commit the consumer rebuilds the
   urban events (classified with the promoted classifier) and re-derives the urban tickets, so a
   streamed appeal and the same appeal delivered in a batch are one event and one ticket.
+- `video.frames` -> `bronze/stream/video_frames` (the frames' fields and size, not their bytes); before
+  each bronze commit the frames are scored with every algorithm's production model into
+  `silver/video/detections` (`orchestration/video_stream.py`).
 
 The nightly batch run recomputes the same incidents from the whole bronze table (`stream_assets`)
 and feeds the same derivation, so both paths agree.
@@ -37,7 +40,9 @@ SENSOR_DEVICES = "yingji.sensor_devices"
 # Limits per topic: an IoT reading is a few hundred bytes; an appeal carries free text.
 MAX_MESSAGE_BYTES = {"iot": 65_536, "hotline": 262_144, "video": 10_485_760}
 MAX_FUTURE = timedelta(minutes=5)
-TIME_FIELDS = {"iot": "ts", "hotline": "received_at"}
+TIME_FIELDS = {"iot": "ts", "hotline": "received_at", "video": "ts"}
+# Messages per micro-batch: a video frame is scored by every algorithm's model, a reading is a row.
+MAX_BATCH = {"video": 32}
 REGISTRY_REFRESH_S = 30.0
 DERIVE_EVERY_S = 2.0  # at most one incident write and ticket refresh per this many seconds
 
@@ -256,6 +261,10 @@ class StreamedAppeals:
 
 def stream_spec(topic: Topic, warehouse: Warehouse, settings: Settings, *, derive: bool = True) -> StreamSpec:
     """The consumer's view of `topic`; `derive=False` writes bronze only (benchmarks of the ingest path)."""
+    if topic.short_name == "video":
+        from orchestration.video_stream import video_stream_spec
+
+        return video_stream_spec(topic, warehouse, settings, rules=_static_rules(topic), derive=derive)
     contract = get_contract(topic.fields_contract_id)
     registry = _Registry(warehouse) if topic.short_name == "iot" else None
 
@@ -286,6 +295,15 @@ def stream_spec(topic: Topic, warehouse: Warehouse, settings: Settings, *, deriv
         rules=rules,
         after_commit=after,
         close=getattr(after, "close", None),
+    )
+
+
+def _static_rules(topic: Topic) -> MessageRules:
+    return MessageRules(
+        key_field=topic.key_field,
+        max_message_bytes=MAX_MESSAGE_BYTES.get(topic.short_name, 1_048_576),
+        max_future=MAX_FUTURE,
+        time_field=TIME_FIELDS.get(topic.short_name),
     )
 
 

@@ -19,6 +19,7 @@ from ingestion.contract import batch_contracts
 from ingestion.demo import business_tables, people_tables, place_tables
 from ingestion.demo.common import Batch
 from ingestion.demo.defects import apply_defects
+from ingestion.demo.frames import VIDEO_FRAMES, write_frame_batch
 from ingestion.demo.labels import write_labels
 from ingestion.demo.timeline import AS_OF
 from ingestion.demo.world import World, build_world
@@ -78,6 +79,8 @@ class DemoSummary:
     hotline_appeals: int = 0
     enterprise_appeals: int = 0
     ticket_outcome_events: int = 0
+    video_frames: int = 0  # frames of the demo frame batch (zhengshu.video_frames, not counted in `batches`)
+    video_frames_corrupt: int = 0
 
 
 def generate_landing_zone(
@@ -102,7 +105,7 @@ def generate_landing_zone(
     missing = set(contracts) - set(BUILDERS)
     if missing:
         raise RuntimeError(f"no demo builder for contracts {sorted(missing)}")
-    bar = tqdm(total=len(BUILDERS) + 2, desc="demo landing zone", unit="step", disable=not progress)
+    bar = tqdm(total=len(BUILDERS) + 3, desc="demo landing zone", unit="step", disable=not progress)
     bar.set_postfix_str("building the district")
     world = build_world(seed, scale, event_multiplier)
     bar.update(1)
@@ -128,6 +131,12 @@ def generate_landing_zone(
                 else:
                     n_defects += 1
         bar.update(1)
+    bar.set_postfix_str(VIDEO_FRAMES)
+    flawed_cameras = {
+        key for cid, _, key, rule, _ in defects if cid == "zhengshu.video_cameras" and rule != "normalisable"
+    }
+    frames = write_frame_batch(out, world, flawed_cameras)
+    bar.update(1)
     bar.set_postfix_str("labels")
     write_labels(out, defects, bad, world.planted, world.cases.case_id.tolist(), world.hotline)
     bar.update(1)
@@ -152,4 +161,6 @@ def generate_landing_zone(
         hotline_appeals=len(world.hotline.minute),
         enterprise_appeals=len(world.appeals.minute),
         ticket_outcome_events=len(world.tickets.ticket_id),
+        video_frames=frames.frames,
+        video_frames_corrupt=frames.corrupt,
     )

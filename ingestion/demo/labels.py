@@ -5,6 +5,7 @@
 - `bad_batches.csv`: whole batches to reject (`rejected`) or to wait for (`waiting`).
 - `crosscheck_cases.csv`: planted assistance cases and the rule outcome expected for each.
 - `hotline_event_codes.csv`: the event class behind every hotline appeal's text.
+- `video_frames.csv`: what each demo frame shows, and which frames are broken (written by `frames`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ Ingestion ignores this folder (its name starts with `_`). The files say what the
   ordinary and should raise no flag at all.
 - `hotline_event_codes.csv`: appeal_id, event_code (the class the appeal's text was drawn from; empty for
   a call that is no catalogue problem at all: a question, thanks, a wrong number).
+- `video_frames.csv`: camera_id, frame_seq, name, algorithm, objects (what was drawn, per class), expected
+  (`scored`, or `corrupt_image` for the two broken JPEGs that must go to quarantine) of the demo frame batch.
 """
 
 

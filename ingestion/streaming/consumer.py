@@ -15,6 +15,11 @@ Each micro-batch (up to `batch_seconds` of messages, or `max_batch` messages) is
 4. reported in `ops/stream_batches` (counts, offsets, produce-to-commit latency, memory), then handed
    to the topic's `after_commit` (incidents and tickets for IoT, urban events for appeals).
 
+A topic whose messages are not JSON records (video frames: JPEG bytes, fields in the key and headers) brings
+its own `check` and bronze schema; one whose rows feed a derived table that must not lose or double a message
+(the video detections) writes it in `before_commit`: after the quarantine, before the bronze commit, in a
+commit of its own table that records the same partition offsets, so a replay skips what it already holds.
+
 A broker that is down is retried with backoff and a one-line message per attempt; a broker whose log
 no longer holds what Delta says was consumed stops the consumer with `BrokerBehind` (see `offsets`).
 """
@@ -28,7 +33,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -99,6 +104,12 @@ class StreamSpec:
     rules: Callable[[], MessageRules]  # called per batch: the IoT registry can change while running
     after_commit: Callable[[pl.DataFrame], dict[str, object]] | None = None
     close: Callable[[], None] | None = None  # finishes what after_commit started, when the consumer stops
+    # Messages that are not one JSON record each (video frames) bring their own check and bronze schema.
+    check: Callable[[Sequence[Message], str, Contract, MessageRules], CheckedBatch] = check_messages
+    bronze_schema: pa.Schema | None = None  # default: the contract's columns + the Kafka lineage
+    # (new rows, last offset per partition, epoch): writes a derived table, with the same offsets as application
+    # transactions, before the bronze commit; a replay must skip the rows that table already holds.
+    before_commit: Callable[[pl.DataFrame, dict[int, int], int], None] | None = None
 
 
 @dataclass
@@ -169,7 +180,7 @@ class StreamConsumer:
         self.session_timeout_ms = session_timeout_ms
         self.on_connect = on_connect
         self.on_retry = on_retry
-        self.schema = bronze_stream_schema(spec.contract)
+        self.schema = spec.bronze_schema or bronze_stream_schema(spec.contract)
         self.epoch = current_epoch(warehouse, spec.topic)
         self._stop = threading.Event()
         self._states: dict[int, _PartitionState] = {}
@@ -429,12 +440,14 @@ class StreamConsumer:
 
     def _write(self, records: list, summary: RunSummary) -> None:
         messages = [
-            Message(r.partition, r.offset, r.key, r.value, r.timestamp) for r in records if r.partition in self._states
+            Message(r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ()))
+            for r in records
+            if r.partition in self._states
         ]
         if not messages:
             return
         self._check_continuity(messages)
-        checked = check_messages(messages, self.spec.topic, self.spec.contract, self.spec.rules())
+        checked = self.spec.check(messages, self.spec.topic, self.spec.contract, self.spec.rules())
         new_rows, duplicates = self._drop_duplicates(checked.good)
         ranges = self._offset_ranges(messages)
         last = {partition: offset for partition, (_, offset) in ranges.items()}
@@ -447,6 +460,8 @@ class StreamConsumer:
         started = time.perf_counter()
         try:
             self._write_quarantine(checked, last)
+            if self.spec.before_commit is not None and new_rows.height:
+                self.spec.before_commit(new_rows, last, self.epoch)
             version = self._commit_bronze(new_rows, last)
         except (CommitFailedError, DeltaError) as error:
             log.warning(

@@ -14,6 +14,9 @@ message can get wrong is checked first, one rule each:
 - then the contract's row rules; and for IoT readings `unknown_device` and `metric_mismatch`
   against the sensor registry.
 
+Video frames are JPEG bytes with their fields in the key and headers: `frames.check_frames` refuses them
+with `FRAME_RULES` (`not_jpeg`, `missing_key`, `missing_header`) before the same row rules.
+
 Every refused message becomes one quarantine row per broken rule (`quarantine/messages`), never an
 exception: a consumer never stops on what a producer sent.
 """
@@ -43,6 +46,9 @@ MESSAGE_RULES = (
     "unknown_device",
     "metric_mismatch",
 )
+# What only a binary message whose fields are its key and headers can get wrong (video frames, `frames.py`);
+# oversized, the contract's row rules and future_timestamp apply to those messages too.
+FRAME_RULES = ("not_jpeg", "missing_key", "missing_header")
 # Raw values kept in quarantine are cut to this many bytes (an oversized message is the reason).
 RAW_KEEP_BYTES = 4_096
 
@@ -83,6 +89,7 @@ class Message:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None  # the producer's CreateTime
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # Kafka record headers (video frames: ts, frame_seq)
 
 
 @dataclass(frozen=True)

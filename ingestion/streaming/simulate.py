@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO
@@ -43,6 +43,7 @@ MALFORMED_KINDS = (
     "oversized",
 )
 OVERSIZED_BYTES = 80_000
+Headers = Sequence[tuple[str, bytes | None]]  # Kafka record headers, as kafka-python sends them
 
 
 @dataclass(frozen=True)
@@ -260,20 +261,30 @@ class HotlineSimulator:
 def produce(
     producer_options: dict[str, object],
     topic: str,
-    messages: Iterator[tuple[bytes, bytes, str]],
+    messages: Iterator[tuple[bytes, bytes, str]] | Iterator[tuple[bytes | None, bytes, str, Headers]],
     record: IO[str] | None = None,
 ) -> SimulationStats:
-    """Send every message (acks from all replicas, idempotent producer) and count them by kind."""
+    """Send every message (acks from all replicas, idempotent producer) and count them by kind.
+
+    A message is (key, value, kind), or (key, value, kind, headers) for binary values (video frames): those
+    are recorded with their headers and size instead of their bytes."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(acks="all", linger_ms=5, enable_idempotence=True, **producer_options)
     stats = SimulationStats()
     try:
-        for key, value, kind in messages:
-            producer.send(topic, key=key, value=value)
+        for key, value, kind, *extra in messages:
+            headers: Headers | None = extra[0] if extra else None
+            producer.send(topic, key=key, value=value, headers=list(headers) if headers is not None else None)
             stats.count(kind)
             if record is not None:
-                record.write(json.dumps({"kind": kind, "key": key.decode(errors="replace"), "value": _text(value)}))
+                text = key.decode(errors="replace") if key is not None else None
+                if headers is None:
+                    line = {"kind": kind, "key": text, "value": _text(value)}
+                else:
+                    shown = {name: _text(raw) for name, raw in headers if raw is not None}
+                    line = {"kind": kind, "key": text, "headers": shown, "bytes": len(value or b"")}
+                record.write(json.dumps(line))
                 record.write("\n")
         producer.flush()
     finally:

@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
 from thematic_libs.emergency.alerts import INCIDENTS, NEAREST_RESOURCES, WARNINGS, read_iot_alerts
+from thematic_libs.video.events import EVENTS as VIDEO_EVENTS
+from thematic_libs.video.tickets import read_video_events
 
 URBAN_EVENTS = "gold/urban/events"
 
@@ -67,4 +69,5 @@ FEEDS: tuple[TicketFeed, ...] = (
         read_iot_alerts,
         also_reads=(WARNINGS, NEAREST_RESOURCES),
     ),
+    TicketFeed("video_ai", ("video_ai",), VIDEO_EVENTS, read_video_events),
 )
