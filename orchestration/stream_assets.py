@@ -76,7 +76,7 @@ def _observe_stream(topic: Topic) -> SourceAsset:
     return _observe
 
 
-STREAMED = {short: _observe_stream(topic) for short, topic in load_topics().items() if short != "video"}
+STREAMED = {short: _observe_stream(topic) for short, topic in load_topics().items()}
 
 
 @asset(

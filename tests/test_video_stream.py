@@ -122,6 +122,26 @@ def _write_cameras(warehouse: Path) -> None:
     write_deltalake(str(warehouse / silver_table(contract)), table, mode="overwrite")
 
 
+def _write_grid(warehouse: Path) -> None:
+    """The grid the registered cameras stand in (silver zhengshu.grid_registry), for the tickets' routing."""
+    square = "POLYGON((113.09 22.99, 113.11 22.99, 113.11 23.01, 113.09 23.01, 113.09 22.99))"
+    grid = "440605011001001"
+    write_deltalake(
+        str(warehouse / "silver/zhengshu/grid_registry"),
+        pa.table(
+            {
+                "grid_code": [grid],
+                "community_code": [grid[:12]],
+                "street_code": [grid[:9]],
+                "district_code": [grid[:6]],
+                "center_lon": [113.1],
+                "center_lat": [23.0],
+                "polygon_wkt": [square],
+            }
+        ),
+    )
+
+
 def _scored_by(camera: str) -> set[str]:
     if camera not in ENABLED:
         return set(VERSIONS)
@@ -308,6 +328,7 @@ def test_frames_are_checked_scored_and_recorded_once(
     caplog.set_level(logging.WARNING, logger="yiwang.stream")
     root = tmp_path / "warehouse"
     _write_cameras(root)
+    _write_grid(root)
     plan = _plan()
     with running_broker(tmp_path) as (_, kafka):
         placed = _send(kafka, plan)
@@ -327,6 +348,14 @@ def test_frames_are_checked_scored_and_recorded_once(
     events = _read(root, "gold/video/events")
     expected = {(camera, name) for camera in (CAM_A, CAM_B, CAM_C, CAM_D) for name in _scored_by(camera)}
     assert set(events.select("camera_id", "algorithm").rows()) == expected and events.height == len(expected)
+    tickets = _read(root, "gold/dispatch/tickets")
+    # ... and the video_ai tickets: one per event of a camera whose grid is known (C is not in the registry)
+    located = events.filter(pl.col("grid_code").is_not_null())
+    assert located.height == 4 and set(tickets.filter(pl.col("source") == "video_ai")["source_ref"]) == set(
+        located["event_id"]
+    )
+    for uris in tickets["evidence_uri"]:
+        assert all(Path(unquote(urlparse(uri).path)).is_file() for uri in uris.split())
 
 
 def test_a_crash_between_the_detections_and_the_bronze_commit_doubles_nothing(
