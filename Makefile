@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.classifier
 	$(BIN)/python -m bench.streaming
 	$(BIN)/python -m bench.sharing
+	$(BIN)/python -m bench.video
 
 stream-demo: $(STAMP)
 	$(BIN)/yiwang stream demo
