@@ -43,6 +43,7 @@ class Evaluation:
     n_detections: int
     score_threshold: float
     operating_point: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_condition: dict[str, dict[str, float]] = field(default_factory=dict)  # mAP@0.5 per lighting, palette, ...
 
     def summary(self) -> dict[str, Any]:
         """Everything but the curves (for reports and registry metrics)."""
@@ -185,6 +186,33 @@ def evaluate_detections(
     )
 
 
+def map50_by_condition(
+    gt: dict[str, Any], detections: list[dict[str, Any]], keys: Sequence[str] = ("lighting", "palette")
+) -> dict[str, dict[str, float]]:
+    """mAP@0.5 on the images of each condition, where image records say how they were drawn (``scene``).
+
+    Generated sets record palette and lighting per frame; a real set without ``scene`` gives an empty answer.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for key in keys:
+        groups: dict[str, set[int]] = {}
+        for image in gt["images"]:
+            scene = image.get("scene") or {}
+            if key in scene:
+                groups.setdefault(str(scene[key]), set()).add(image["id"])
+        if not groups:
+            continue
+        out[key] = {}
+        for value, ids in sorted(groups.items()):
+            subset = dict(
+                gt,
+                images=[i for i in gt["images"] if i["id"] in ids],
+                annotations=[a for a in gt["annotations"] if a["image_id"] in ids],
+            )
+            out[key][value] = evaluate_detections(subset, [d for d in detections if d["image_id"] in ids]).map_50
+    return out
+
+
 def predict_coco(
     detector: Any,
     gt: dict[str, Any],
@@ -252,4 +280,6 @@ def evaluate(
         model.score_thresh, model.detections_per_img = saved
         model.train(was_training)
     threshold = score_threshold if score_threshold is not None else get_algorithm(algorithm).score_threshold
-    return evaluate_detections(gt, detections, threshold)
+    evaluation = evaluate_detections(gt, detections, threshold)
+    evaluation.by_condition = map50_by_condition(gt, detections)
+    return evaluation

@@ -30,7 +30,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from ml.algorithms import get_algorithm
 
 # Bump when drawing changes in a way that makes earlier data sets differ from what this code would generate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 Color = tuple[int, int, int]
 Box = tuple[float, float, float, float]
@@ -883,7 +883,7 @@ def _scene_objects(rng: np.random.Generator, algorithm: str, settings: SceneSett
         return int(rng.integers(lo, round(hi * settings.clutter) + 1))
 
     def rider_options() -> dict:
-        view = _pick(rng, ("side", "side", "side", "front", "back"))
+        view = _pick(rng, ("side", "side", "side", "side", "side", "front", "back"))
         motorcycle = rng.random() < 0.3
         if rng.random() < settings.helmet_share:
             headwear = "full_face" if motorcycle and rng.random() < 0.5 else "helmet"
@@ -1087,14 +1087,25 @@ def draw_frame(
     Each label is ``{"category": class name, "bbox": (x1, y1, x2, y2) in pixels, "visibility": 0..1}``. The same
     rng state gives the same frame. JPEG compression is not applied here (see :func:`encode_jpeg`).
     """
+    image, boxes, _ = draw_frame_with_scene(rng, algorithm, settings, size)
+    return image, boxes
+
+
+def draw_frame_with_scene(
+    rng: np.random.Generator,
+    algorithm: str,
+    settings: SceneSettings | str = "train",
+    size: tuple[int, int] = (640, 360),
+) -> tuple[Image.Image, list[dict], dict]:
+    """:func:`draw_frame`, plus how the frame was drawn (palette, lighting, camera): for per-condition metrics."""
     settings = resolve_settings(settings)
     width, height = size
-    palette = PALETTES[_pick(rng, settings.palettes)]
+    palette_name = _pick(rng, settings.palettes)
+    palette = PALETTES[palette_name]
     light_name = _pick(rng, settings.lighting)
     light = LIGHTING[light_name]
-    cam = Camera(
-        width, height, _uniform(rng, settings.horizon) * height, _uniform(rng, settings.camera_height_m), height / 360.0
-    )
+    horizon = _uniform(rng, settings.horizon)
+    cam = Camera(width, height, horizon * height, _uniform(rng, settings.camera_height_m), height / 360.0)
     painter = Painter(Image.new("RGB", size), track_lights=light.lamps_on)
     _background(painter, rng, cam, palette, light.lamps_on)
     objects = sorted(_scene_objects(rng, algorithm, settings, cam), key=lambda o: o.y)
@@ -1107,12 +1118,17 @@ def draw_frame(
             KINDS[obj.kind].draw(painter, rng, t, obj.options)
             extents.append(None)
             continue
-        # Draw the object alone first (on a scratch map) to know its full area, then into the frame.
-        extent = _object_extent(painter, rng, obj, t)
-        extents.append(extent)
+        extents.append(_object_extent(painter, rng, obj, t))
     boxes = _visible_boxes(painter, objects, extents, size)
     image = _finish(rng, painter, cam, settings, light)
-    return image, boxes
+    scene = {
+        "settings": settings.name,
+        "palette": palette_name,
+        "lighting": light_name,
+        "camera_height_m": round(cam.height_m, 2),
+        "horizon": round(horizon, 3),
+    }
+    return image, boxes, scene
 
 
 def _object_extent(painter: Painter, rng: np.random.Generator, obj: Placed, t: Local) -> Box | None:
@@ -1187,10 +1203,12 @@ def generate_dataset(
     category_ids = {c["name"]: c["id"] for c in coco_categories(algorithm)}
     for i in range(images):
         rng = np.random.default_rng([seed, i])
-        frame, boxes = draw_frame(rng, algorithm, resolved, size)
+        frame, boxes, scene = draw_frame_with_scene(rng, algorithm, resolved, size)
         name = f"{i:06d}.jpg"
-        (image_dir / name).write_bytes(encode_jpeg(frame, jpeg_quality(rng, resolved)))
-        coco_images.append({"id": i + 1, "file_name": name, "width": size[0], "height": size[1]})
+        quality = jpeg_quality(rng, resolved)
+        (image_dir / name).write_bytes(encode_jpeg(frame, quality))
+        scene["jpeg_quality"] = quality
+        coco_images.append({"id": i + 1, "file_name": name, "width": size[0], "height": size[1], "scene": scene})
         for box in boxes:
             x1, y1, x2, y2 = box["bbox"]
             annotations.append(

@@ -252,7 +252,7 @@ class _FixedBoxes(torch.nn.Module):
 
 def test_detector_returns_boxes_in_original_pixels() -> None:
     stub = _FixedBoxes()
-    detector = Detector(stub, "helmet", ["rider_no_helmet", "rider_helmet"], 320, "v1", "cpu", batch_size=2)
+    detector = Detector(stub, "helmet", ["rider_no_helmet", "rider_helmet"], 320, "v1", "cpu", batch_size=2, fuse=False)
     frames = [Image.new("RGB", (640, 360)), Image.new("RGB", (320, 320)), Image.new("RGB", (1280, 720))]
     found = detector.detect(frames)
     assert stub.seen == [(3, 320, 320)] * 3
