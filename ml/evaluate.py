@@ -143,6 +143,9 @@ def evaluate_detections(
         gt = json.loads(Path(gt).read_text(encoding="utf-8"))
     gt.setdefault("info", {})
     gt.setdefault("licenses", [])
+    for annotation in gt["annotations"]:  # optional in COCO files written by others; COCOeval needs both
+        annotation.setdefault("iscrowd", 0)
+        annotation.setdefault("area", float(annotation["bbox"][2]) * float(annotation["bbox"][3]))
     names = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
     coco_gt = _quiet_coco(gt)
     per_class: dict[str, float] = dict.fromkeys(names.values(), 0.0)

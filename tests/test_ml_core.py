@@ -322,6 +322,6 @@ def test_a_foreign_coco_dataset_trains_and_evaluates(tmp_path: Path) -> None:
     )
     assert len(result.losses) == 2 and all(np.isfinite(result.losses))
     evaluation = evaluate(result.weights, labels, tmp_path / "frames", device="cpu")
-    assert evaluation.n_images == 6 and evaluation.n_annotations == 12
+    assert evaluation.n_images == 6 and evaluation.n_annotations == 18  # every non-crowd box, the cone included
     assert set(evaluation.per_class_ap50) == {"rider_helmet", "traffic_cone", "rider_no_helmet"}
     assert 0.0 <= evaluation.map_50 <= 1.0
