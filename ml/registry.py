@@ -428,6 +428,7 @@ class ModelRegistry:
         data_fingerprint: str,
         losses: Sequence[float] = (),
         per_class: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> ModelVersionInfo:
         """Log a training as an MLflow run (saved model, params, metrics, loss curve) and register it as a version.
 
@@ -435,7 +436,7 @@ class ModelRegistry:
         `ml.models.save_model` writes them); its classes and input size come from `model.json`. `params` holds the
         run's settings (`epochs`, `images`, `seed`, ...), `metrics` the figures: `map_50` (held-out), optionally
         `map_50_shifted`, `training_seconds`, anything else worth keeping on the run. `losses` is the loss per epoch,
-        `per_class` the held-out AP@0.5 of each class.
+        `per_class` the held-out AP@0.5 of each class, `tags` more version tags (e.g. the package a version came from).
         """
         self._checked(algorithm)
         files = _saved_model_files(Path(weights_path))
@@ -445,13 +446,13 @@ class ModelRegistry:
                 f"{files[0]} is a model for {saved.get('algorithm')!r}, not {algorithm!r}: register it under that name"
             )
         name = model_name(algorithm)
-        tags = _version_tags(algorithm, saved, metrics, params, data_fingerprint)
+        version_tags = {**(tags or {}), **_version_tags(algorithm, saved, metrics, params, data_fingerprint)}
         if per_class:
-            tags[TAG_PER_CLASS] = _per_class_text(per_class)
-        run_id = self._log_run(algorithm, files, metrics, params, tags, losses)
+            version_tags[TAG_PER_CLASS] = _per_class_text(per_class)
+        run_id = self._log_run(algorithm, files, metrics, params, version_tags, losses)
         self._ensure_model(algorithm)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{WEIGHTS_ARTIFACT}"
-        created = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+        created = self.client.create_model_version(name, source=source, run_id=run_id, tags=version_tags)
         info = _info(created, self._production_number(algorithm))
         log.info("registered %s version %s from run %s", name, info.version, run_id)
         self.export()

@@ -30,7 +30,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from ml.algorithms import get_algorithm
 
 # Bump when drawing changes in a way that makes earlier data sets differ from what this code would generate.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 Color = tuple[int, int, int]
 Box = tuple[float, float, float, float]
@@ -59,7 +59,8 @@ class SceneSettings:
     clutter: float  # scales the number of unlabelled distractors
     empty_probability: float  # frames with no labelled object at all
     helmet_share: float = 0.5  # helmet: share of riders wearing one
-    cap_share: float = 0.08  # helmet: share of bare-headed riders wearing a cloth cap (a hard negative)
+    cap_share: float = 0.0  # helmet: share of bare-headed riders in a cloth cap (looks like a helmet at 320 px)
+    dark_helmet_share: float = 0.0  # helmet: share of helmets that are black or dark (look like hair at 320 px)
 
     def to_dict(self) -> dict:
         """Plain data for the dataset's info block (so a data set says how it was made)."""
@@ -99,6 +100,8 @@ SHIFTED = SceneSettings(
     pole_count=(1, 4),
     clutter=1.5,
     empty_probability=0.05,
+    cap_share=0.15,
+    dark_helmet_share=0.3,
 )
 
 SETTINGS: dict[str, SceneSettings] = {TRAIN.name: TRAIN, SHIFTED.name: SHIFTED}
@@ -241,11 +244,12 @@ HELMETS: tuple[Color, ...] = (
     (245, 245, 245),
     (30, 90, 200),
     (250, 130, 20),
-    (40, 40, 45),
     (240, 120, 170),
     (170, 175, 185),
     (40, 160, 80),
 )
+# Black and dark helmets look like hair at 320 pixels: only SHIFTED draws them (dark_helmet_share).
+DARK_HELMETS: tuple[Color, ...] = ((40, 40, 45), (60, 35, 30), (30, 40, 70))
 VEHICLES: tuple[Color, ...] = (
     (230, 230, 232),
     (30, 30, 35),
@@ -385,7 +389,16 @@ class Local:
 # --- people ---------------------------------------------------------------------------------------------------------
 
 
-def _head(p: Painter, rng: np.random.Generator, t: Local, cx: float, cy: float, view: str, headwear: str) -> None:
+def _head(
+    p: Painter,
+    rng: np.random.Generator,
+    t: Local,
+    cx: float,
+    cy: float,
+    view: str,
+    headwear: str,
+    helmet_color: Color | None = None,
+) -> None:
     """A head seen from the side, front or back, bare, in a cloth cap, or in a half or full-face helmet.
 
     The head is what separates the two helmet classes, so helmets get the cues a person would use: a dome larger
@@ -394,9 +407,9 @@ def _head(p: Painter, rng: np.random.Generator, t: Local, cx: float, cy: float, 
     r = 0.11
     skin = _jitter(rng, _pick(rng, SKIN), 8)
     hair = _jitter(rng, _pick(rng, HAIR), 6)
+    color = _jitter(rng, helmet_color or _pick(rng, HELMETS), 10)
     if headwear == "full_face":
-        color = _jitter(rng, _pick(rng, HELMETS), 10)
-        p.ellipse(t.box(cx, cy, r * 1.35, r * 1.4), color)
+        p.ellipse(t.box(cx, cy, r * 1.45, r * 1.5), color)
         if view == "front":
             p.rect(t.rect(cx - r * 0.8, cy + r * 0.35, cx + r * 0.8, cy - r * 0.3), (25, 30, 40))
         elif view == "side":
@@ -424,10 +437,9 @@ def _head(p: Painter, rng: np.random.Generator, t: Local, cx: float, cy: float, 
             t.px(r * 0.22),
         )
     elif headwear == "helmet":
-        color = _jitter(rng, _pick(rng, HELMETS), 10)
-        p.chord(t.box(cx, cy + r * 0.12, r * 1.32, r * 1.28), 180, 360, color)
+        p.chord(t.box(cx, cy + r * 0.12, r * 1.45, r * 1.4), 180, 360, color)
         p.line(
-            [t.pt(cx - r * 1.32, cy + r * 0.1), t.pt(cx + r * 1.32, cy + r * 0.1)],
+            [t.pt(cx - r * 1.45, cy + r * 0.1), t.pt(cx + r * 1.45, cy + r * 0.1)],
             _jitter(rng, (50, 50, 55), 10),
             t.px(r * 0.22),
         )
@@ -545,7 +557,15 @@ def _two_wheeler(p: Painter, rng: np.random.Generator, t: Local, view: str, moto
     return 0.82, 1.05
 
 
-def _rider(p: Painter, rng: np.random.Generator, t: Local, view: str, headwear: str, motorcycle: bool) -> None:
+def _rider(
+    p: Painter,
+    rng: np.random.Generator,
+    t: Local,
+    view: str,
+    headwear: str,
+    motorcycle: bool,
+    helmet_color: Color | None = None,
+) -> None:
     """A rider on an e-bike or motorcycle, sometimes with a delivery box: the helmet algorithm's object."""
     hip, bar = _two_wheeler(p, rng, t, view, motorcycle)
     jacket = _jitter(rng, _pick(rng, CLOTHES))
@@ -559,14 +579,14 @@ def _rider(p: Painter, rng: np.random.Generator, t: Local, view: str, headwear: 
         p.line([t.pt(-0.2, hip + 0.05), t.pt(0.15, hip + 0.12), t.pt(0.18, 0.35)], trousers, t.px(0.15))
         p.polygon([t.pt(-0.32, hip), t.pt(-0.05, hip), t.pt(0.12, 1.45), t.pt(-0.18, 1.45)], jacket)
         p.line([t.pt(0.0, 1.4), t.pt(0.3, 1.15), t.pt(0.45, bar)], jacket, t.px(0.09))
-        _head(p, rng, t, 0.0, 1.62, "side", headwear)
+        _head(p, rng, t, 0.0, 1.62, "side", headwear, helmet_color)
         return
     p.line([t.pt(-0.12, hip + 0.05), t.pt(-0.25, 0.55), t.pt(-0.22, 0.3)], trousers, t.px(0.14))
     p.line([t.pt(0.12, hip + 0.05), t.pt(0.25, 0.55), t.pt(0.22, 0.3)], trousers, t.px(0.14))
     p.polygon([t.pt(-0.24, hip), t.pt(0.24, hip), t.pt(0.27, 1.47), t.pt(-0.27, 1.47)], jacket)
     p.line([t.pt(-0.25, 1.42), t.pt(-0.33, bar)], jacket, t.px(0.09))
     p.line([t.pt(0.25, 1.42), t.pt(0.33, bar)], jacket, t.px(0.09))
-    _head(p, rng, t, 0.0, 1.63, view, headwear)
+    _head(p, rng, t, 0.0, 1.63, view, headwear, helmet_color)
 
 
 def _parked_bike(p: Painter, rng: np.random.Generator, t: Local) -> None:
@@ -772,7 +792,7 @@ class Kind:
 
 
 def _draw_rider(p: Painter, rng: np.random.Generator, t: Local, o: dict) -> None:
-    _rider(p, rng, t, o["view"], o["headwear"], o["motorcycle"])
+    _rider(p, rng, t, o["view"], o["headwear"], o["motorcycle"], o.get("helmet_color"))
 
 
 KINDS: dict[str, Kind] = {
@@ -889,7 +909,9 @@ def _scene_objects(rng: np.random.Generator, algorithm: str, settings: SceneSett
             headwear = "full_face" if motorcycle and rng.random() < 0.5 else "helmet"
         else:
             headwear = "cap" if rng.random() < settings.cap_share else "none"
-        return {"view": view, "headwear": headwear, "motorcycle": motorcycle}
+        dark = rng.random() < settings.dark_helmet_share
+        color = _pick(rng, DARK_HELMETS if dark else HELMETS)
+        return {"view": view, "headwear": headwear, "motorcycle": motorcycle, "helmet_color": color}
 
     def person_options(umbrella_share: float = 0.0) -> dict:
         return {"view": _pick(rng, ("side", "front", "back")), "umbrella": rng.random() < umbrella_share}

@@ -115,7 +115,8 @@ class Detector:
         """Resize on the CPU with Pillow, stack as uint8, convert to float on the target device."""
         arrays, scales = [], []
         for image in images:
-            resized, sx, sy = resize_for_model(image.convert("RGB"), self.input_size)
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            resized, sx, sy = resize_for_model(rgb, self.input_size)
             arrays.append(np.asarray(resized, dtype=np.uint8))
             scales.append((sx, sy))
         batch = torch.from_numpy(np.stack(arrays)).to(self.device, non_blocking=True)
@@ -132,13 +133,10 @@ class Detector:
                 boxes = output["boxes"].float().cpu().numpy() * np.array([sx, sy, sx, sy], dtype=np.float32)
                 scores = output["scores"].float().cpu().numpy()
                 labels = output["labels"].cpu().numpy()
-                results.append(
-                    [
-                        Detection(
-                            self.classes[int(label) - 1], round(float(score), 4), tuple(round(float(v), 1) for v in box)
-                        )  # type: ignore[arg-type]
-                        for box, score, label in zip(boxes, scores, labels, strict=True)
-                        if 0 < int(label) <= len(self.classes) and score >= self.score_threshold
-                    ]
-                )
+                found: list[Detection] = []
+                for box, score, label in zip(boxes, scores, labels, strict=True):
+                    if 0 < int(label) <= len(self.classes) and score >= self.score_threshold:
+                        x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+                        found.append(Detection(self.classes[int(label) - 1], round(float(score), 4), (x1, y1, x2, y2)))
+                results.append(found)
         return results

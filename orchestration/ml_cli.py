@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from orchestration.cli_output import fail as _fail
 if TYPE_CHECKING:
     from ml.evaluate import Evaluation
     from ml.registry import ModelRegistry, ModelVersionInfo
+    from ml.train import Recipe
     from orchestration.settings import Settings
 
 console = Console()
@@ -202,10 +204,11 @@ def train_command(
     _check_positive(images=images, epochs=epochs, eval_images=eval_images)
     if data is not None and (images is not None or eval_images is not None):
         raise _fail("--images and --eval-images size generated sets: with --data, the set is given (10 % held out)")
-    from ml.train import RECIPE
+    from ml.train import recipe_for
 
-    seed = RECIPE.train_seed if seed is None else seed
-    if data is None and seed in (RECIPE.eval_seed, RECIPE.shifted_seed):
+    recipe = recipe_for(algorithm)
+    seed = recipe.train_seed if seed is None else seed
+    if data is None and seed in (recipe.eval_seed, recipe.shifted_seed):
         raise _fail(f"--seed {seed} draws the held-out or shifted frames: train with another seed")
     settings = _settings()
     registry = _registry(settings)
@@ -214,11 +217,10 @@ def train_command(
         result, heldout, shifted, sets = _train_and_measure(
             algorithm,
             runs,
-            images=images or RECIPE.train_images,
-            epochs=epochs or RECIPE.epochs,
+            recipe=replace(recipe, train_images=images or recipe.train_images, epochs=epochs or recipe.epochs),
             seed=seed,
             data=data,
-            eval_images=eval_images or RECIPE.eval_images,
+            eval_images=eval_images or recipe.eval_images,
             device=device,
             settings=settings,
         )
@@ -256,8 +258,7 @@ def _train_and_measure(
     algorithm: str,
     runs: Path,
     *,
-    images: int,
-    epochs: int,
+    recipe: Recipe,
     seed: int,
     data: Path | None,
     eval_images: int,
@@ -270,8 +271,9 @@ def _train_and_measure(
     fingerprints as params).
     """
     from ml.evaluate import evaluate
-    from ml.train import RECIPE, train
+    from ml.train import train
 
+    images = recipe.train_images
     shifted_json: Path | None = None
     if data is None:
         console.print(f"generating {images} training and {eval_images}+{eval_images} evaluation frames (cached)")
@@ -285,9 +287,10 @@ def _train_and_measure(
             algorithm,
             train_json,
             runs / "model",
-            epochs=epochs,
-            batch_size=RECIPE.batch_size,
-            lr=RECIPE.lr,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            width_mult=recipe.width_mult,
             device=device,
             seed=seed,
             images_dir=images_dir,
@@ -394,6 +397,51 @@ def promote_command(
     forced = f" [yellow](forced: {info.force_reason})[/]" if info.force_reason and force_reason else ""
     was = f" (was version {before.version})" if before else ""
     console.print(f"[green]production[/] {info.model_name} is now version {info.version}{was}{forced}")
+
+
+@ml_app.command("import")
+def import_command(
+    source: Path | None = typer.Argument(
+        None, help="A folder of model packages, one per algorithm (default: the models shipped in ml/pretrained)."
+    ),
+) -> None:
+    """Register shipped or packaged models (once each) and promote each one that is not worse than production."""
+    from ml.packages import PRETRAINED_DIR, find_packages, import_package
+
+    root = source or PRETRAINED_DIR
+    with _refusals():
+        packages = find_packages(root)
+        if not packages:
+            raise _fail(f"{root} holds no model packages: `yiwang ml package --algorithm NAME --out {root}` writes one")
+        registry = _registry(_settings())
+        for package in packages:
+            _algorithm(package.algorithm)
+            info, registered = import_package(registry, package)
+            if not registered:
+                console.print(f"{info.model_name} version {info.version} is {package.folder.name} already: kept")
+                continue
+            console.print(
+                f"[green]registered[/] {info.model_name} version {info.version} from {package.folder}: held-out "
+                f"mAP@0.5 {_figure(info.map_50)}, shifted {_figure(info.map_50_shifted)} (measured when trained)"
+            )
+            _promote_if_not_worse(registry, package.algorithm, info.version)
+
+
+@ml_app.command("package")
+def package_command(
+    algorithm: str = typer.Option(..., "--algorithm", help="An algorithm of ml/algorithms.yaml, e.g. helmet."),
+    version: str | None = typer.Option(None, "--version", help="The version (default: production)."),
+    out: Path = typer.Option(None, "--out", help="Folder of packages to write into (default: ml/pretrained)."),
+) -> None:
+    """Write a registered version as a model package (weights, model.json, registration.json) to ship or move."""
+    from ml.packages import PRETRAINED_DIR, write_package
+
+    _algorithm(algorithm)
+    number = _version_number(version) if version is not None else None
+    with _refusals():
+        package = write_package(_registry(_settings()), algorithm, out or PRETRAINED_DIR, number)
+    size = (package.folder / "model.pt").stat().st_size / 1e6
+    console.print(f"[green]packaged[/] {algorithm} in {package.folder} ({size:.1f} MB, sha256 {package.sha256[:12]})")
 
 
 @ml_app.command("evaluate")

@@ -23,7 +23,7 @@ from ml.models import ModelInfo, build_model, load_model, save_model
 from ml.scenes import SHIFTED, TRAIN, draw_frame, generate_dataset
 from ml.score import Detector
 from ml.torchvision_shim import SHIMMED, torchvision
-from ml.train import train
+from ml.train import CHECKPOINT_FILE, train
 
 # The PyPI torchvision is a CUDA build: on the CPU torch its compiled ops cannot load and the shim must step in.
 EXPECT_SHIM = torch.version.cuda is None and "+cu" in torchvision.__version__
@@ -108,7 +108,7 @@ def test_algorithms_are_data() -> None:
     assert {"helmet", "garbage_overflow", "street_vending"} <= set(algorithms)
     helmet = get_algorithm("helmet")
     assert helmet.class_names[0] == "rider_no_helmet" and helmet.event_classes == ["rider_no_helmet"]
-    assert helmet.input_size == 320 and 0 < helmet.score_threshold < 1
+    assert helmet.input_size == 448 and 0 < helmet.score_threshold < 1
     assert helmet.event_rule.min_detections >= 1 and helmet.event_rule.window_minutes > 0
     assert helmet.label_zh("rider_no_helmet")
     with pytest.raises(KeyError):
@@ -180,6 +180,28 @@ def test_a_few_training_steps_lower_the_loss(tiny_helmet: Path, tmp_path: Path) 
     assert info["extra"]["data_fingerprint"] == result.data_fingerprint
     model, loaded = load_model(result.weights)
     assert loaded.classes == ["rider_no_helmet", "rider_helmet"] and not model.training
+
+
+def test_a_killed_training_resumes_from_its_last_epoch(tiny_helmet: Path, tmp_path: Path) -> None:
+    """A run stopped in its second epoch leaves the first epoch's checkpoint; the same run again goes on from there
+    (the first epoch's losses are kept, not recomputed) and the finished run removes the checkpoint."""
+    settings = {"epochs": 2, "batch_size": 4, "lr": 3e-3, "seed": 0, "progress": False, "augment": None}
+    steps_per_epoch = 2  # 8 frames, batches of 4
+
+    def stop_in_second_epoch(step: int, loss: float) -> None:
+        if step == steps_per_epoch + 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train("helmet", tiny_helmet, tmp_path / "model", on_step=stop_in_second_epoch, **settings)
+    assert (tmp_path / "model" / CHECKPOINT_FILE).is_file()
+    first_epoch = torch.load(tmp_path / "model" / CHECKPOINT_FILE, weights_only=False)["epoch_losses"]
+
+    seen: list[int] = []
+    result = train("helmet", tiny_helmet, tmp_path / "model", on_step=lambda step, _: seen.append(step), **settings)
+    assert seen == [3, 4]  # only the second epoch ran
+    assert result.losses[0] == first_epoch[0] and len(result.losses) == 2 and len(result.step_losses) == 4
+    assert not (tmp_path / "model" / CHECKPOINT_FILE).exists() and result.weights.is_file()
 
 
 def _hand_made_gt() -> dict:

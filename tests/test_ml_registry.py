@@ -324,3 +324,40 @@ def test_cli_trains_registers_promotes_and_evaluates(cli) -> None:
     info = ModelRegistry.from_settings().production("street_vending")
     assert info is not None and info.tags["evaluated_at"] and info.tags["heldout_fingerprint"]
     assert info.map_50 is not None and info.map_50_shifted is not None and info.epochs == 1
+
+
+def test_a_packaged_version_imports_once_with_its_figures(
+    cli, saved_model: Path, empty_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`package` writes a version as files; `import` registers it elsewhere once, with the figures it was measured
+    with, and promotes it; importing again changes nothing."""
+    from ml.packages import read_package
+
+    registry = ModelRegistry.from_settings()
+    version = _register(registry, saved_model, 0.83)
+    registry.client.set_model_version_tag("yiwang-helmet", str(version), "ap_50_per_class", '{"rider_helmet": 0.8}')
+    packaged = cli("package", "--algorithm", ALGORITHM, "--version", str(version), "--out", str(tmp_path / "pkgs"))
+    assert packaged.exit_code == 0, packaged.output
+    package = read_package(tmp_path / "pkgs" / ALGORITHM)
+    assert package.registration["metrics"]["map_50"] == pytest.approx(0.83)
+    assert package.registration["losses"] == [] and package.registration["params"]["epochs"] == 3
+
+    other = tmp_path / "other"  # a fresh machine: another home and warehouse, an empty registry
+    monkeypatch.setenv("YIWANG_HOME", str(other))
+    monkeypatch.setenv("YIWANG_WAREHOUSE", str(other / "warehouse"))
+    _store_at(empty_store, other)
+    first = cli("import", str(tmp_path / "pkgs"))
+    assert first.exit_code == 0, first.output
+    assert "registered yiwang-helmet version 1" in first.output and "is now version 1" in first.output
+    fresh = ModelRegistry.from_settings()
+    info = fresh.production(ALGORITHM)
+    assert info is not None and info.map_50 == pytest.approx(0.83) and info.data_fingerprint == "fp-0.83"
+    assert info.ap_per_class == {"rider_helmet": 0.8} and info.tags["package_sha256"] == package.sha256
+    again = cli("import", str(tmp_path / "pkgs"))
+    assert again.exit_code == 0 and "already: kept" in again.output
+    assert [v.version for v in fresh.versions(ALGORITHM)] == [1]
+
+    empty = cli("import", str(tmp_path))
+    assert empty.exit_code == 2 and "holds no model packages" in empty.stderr
+    missing = cli("package", "--algorithm", "garbage_overflow", "--out", str(tmp_path / "pkgs"))
+    assert missing.exit_code == 2 and "no production version" in missing.stderr
