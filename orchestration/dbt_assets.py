@@ -10,11 +10,12 @@ What the merge in orchestration/definitions.py needs:
   e.g. `["staging", "stg_gongan__household_registration"]`, and are grouped by their folder under
   models/ (`staging`, later `intermediate`, `marts`).
 - dbt tests become asset checks of the model they test (dagster-dbt's default).
-- dbt sources carry the silver path in their meta, rendered from YIWANG_WAREHOUSE when dbt parses.
-  `ensure_manifest()` re-parses whenever the manifest was parsed for another warehouse or the project
-  changed, because `DbtProject.prepare_if_dev()` only parses under `dagster dev`.
-- A silver table that does not exist yet is staged as an empty view (the project's dbt-duckdb plugin,
-  dbt_project/plugins/yiwang_silver.py), so a partial landing zone builds; the op logs which are missing.
+- dbt sources name the Delta table they stand for relative to the warehouse root; before each invocation the
+  op stages them in the DuckDB file as views over the tables' files (orchestration/dbt_sources.py), so the
+  manifest holds no warehouse path and one parse serves every warehouse. `ensure_manifest()` re-parses only
+  when the project changed, because `DbtProject.prepare_if_dev()` only parses under `dagster dev`.
+- A silver table that does not exist yet is staged as an empty view, so a partial landing zone builds; the
+  op logs which are missing.
 
 Environment: YIWANG_WAREHOUSE (default `<repo>/.yiwang/warehouse`), YIWANG_DUCKDB (default
 `<repo>/.yiwang/yiwang.duckdb`). Both are made absolute before dbt sees them: dbt runs in dbt_project/.
@@ -38,9 +39,10 @@ import polars as pl
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from deltalake import write_deltalake
 
+from ingestion.replace import replace_table
 from ingestion.warehouse import Warehouse
+from orchestration.dbt_sources import stage_sources
 from thematic_libs.sharing.asset_metadata import dataset_metadata, dataset_owners, dataset_tags, gold_dataset
 from thematic_libs.sharing.datasets import Dataset
 
@@ -71,13 +73,9 @@ def duckdb_path() -> Path:
     return path
 
 
-def dbt_environment(warehouse: str | None = None) -> dict[str, str]:
-    """The variables the dbt profile and sources read, all absolute."""
-    return {
-        "YIWANG_WAREHOUSE": warehouse or warehouse_root(),
-        "YIWANG_DUCKDB": str(duckdb_path()),
-        "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
-    }
+def dbt_environment() -> dict[str, str]:
+    """The variables the dbt profile reads, absolute (dbt reads no warehouse path: the sources are staged)."""
+    return {"YIWANG_DUCKDB": str(duckdb_path()), "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR)}
 
 
 @contextmanager
@@ -102,16 +100,6 @@ def exported(variables: Mapping[str, str]) -> Iterator[None]:
 # --- the manifest -------------------------------------------------------------------------------
 
 
-def manifest_warehouse(manifest: Mapping[str, Any]) -> str | None:
-    """The warehouse root a manifest was parsed for, read back from its sources' silver paths."""
-    for source in manifest.get("sources", {}).values():
-        path = (source.get("meta") or {}).get("delta_table_path")
-        marker = f"/silver/{source['source_name']}/{source['name']}"
-        if path and path.endswith(marker):
-            return path[: -len(marker)]
-    return None
-
-
 def _newest_input_mtime(project_dir: Path) -> float:
     newest = 0.0
     for name in _PROJECT_INPUTS:
@@ -124,13 +112,10 @@ def _newest_input_mtime(project_dir: Path) -> float:
     return newest
 
 
-def manifest_is_current(project: DbtProject, warehouse: str) -> bool:
-    """True when manifest.json exists, was parsed for `warehouse` and is newer than the project files."""
+def manifest_is_current(project: DbtProject) -> bool:
+    """True when manifest.json exists and is newer than the project files."""
     path = project.manifest_path
-    if not path.exists() or path.stat().st_mtime < _newest_input_mtime(project.project_dir):
-        return False
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    return manifest_warehouse(manifest) == warehouse
+    return path.exists() and path.stat().st_mtime >= _newest_input_mtime(project.project_dir)
 
 
 def _dbt_executable() -> str:
@@ -138,13 +123,13 @@ def _dbt_executable() -> str:
     return str(beside_python) if beside_python.exists() else shutil.which("dbt") or "dbt"
 
 
-def parse_dbt_project(project: DbtProject, warehouse: str) -> float:
-    """Run `dbt parse` for `warehouse`; returns the seconds it took (about 6 s cold on 2 cores)."""
+def parse_dbt_project(project: DbtProject) -> float:
+    """Run `dbt parse`; returns the seconds it took (about 6 s cold on 2 cores)."""
     started = time.monotonic()
     result = subprocess.run(
         [_dbt_executable(), "parse", "--quiet", "--target-path", str(project.target_path)],
         cwd=project.project_dir,
-        env={**os.environ, **dbt_environment(warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        env={**os.environ, **dbt_environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
         capture_output=True,
         text=True,
         check=False,
@@ -167,15 +152,14 @@ def _parse_lock(project: DbtProject) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def ensure_manifest(project: DbtProject | None = None, warehouse: str | None = None) -> Path:
-    """A manifest.json parsed for the current warehouse: re-parse only when it is missing or stale."""
+def ensure_manifest(project: DbtProject | None = None) -> Path:
+    """A current manifest.json: re-parse only when it is missing or older than the project files."""
     project = project or dbt_project()
-    warehouse = warehouse or warehouse_root()
-    if manifest_is_current(project, warehouse):
+    if manifest_is_current(project):
         return project.manifest_path
     with _parse_lock(project):
-        if not manifest_is_current(project, warehouse):
-            parse_dbt_project(project, warehouse)
+        if not manifest_is_current(project):
+            parse_dbt_project(project)
     return project.manifest_path
 
 
@@ -230,17 +214,6 @@ def gold_product(node: Mapping[str, Any]) -> Dataset | None:
     return gold_dataset(f"gold/{gold}", warehouse_root()) if gold else None
 
 
-def missing_silver_tables(manifest: Mapping[str, Any], warehouse: str) -> list[str]:
-    """`department/dataset` of every source whose silver Delta table does not exist yet."""
-    store = Warehouse.at(warehouse)
-    tables = sorted(
-        f"{s['source_name']}/{s['name']}"
-        for s in manifest.get("sources", {}).values()
-        if "/silver/" in str((s.get("meta") or {}).get("delta_table_path", ""))
-    )
-    return [table for table in tables if not store.exists(f"silver/{table}")]
-
-
 # Models downstream of the gold tables built in Python (urban events, tickets) run in a second dbt
 # invocation, after those assets: one op cannot run both before and after another asset.
 AFTER_GOLD_SELECTION = "source:gold+"
@@ -267,9 +240,10 @@ def make_dbt_assets(
     )
     def _dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         environment = dbt_environment()
-        missing = missing_silver_tables(manifest, environment["YIWANG_WAREHOUSE"])
-        if missing:
-            context.log.warning(f"silver tables not there yet, staged as empty: {', '.join(missing)}")
+        staged = stage_sources(manifest, duckdb_path(), Warehouse.at(warehouse_root()))
+        context.log.info(f"sources staged: {len(staged.views)} views over Delta files, {len(staged.copies)} copies")
+        if staged.missing:
+            context.log.warning(f"tables not there yet, staged as empty: {', '.join(staged.missing)}")
         with exported(environment):
             # starts the dbt process with this env; a failing dbt test is a failed asset check (bad data),
             # not a failed run: only a model, seed or snapshot that cannot be built fails the step
@@ -338,10 +312,10 @@ def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
         warehouse = Warehouse.at(warehouse_root())
         with duckdb.connect(str(duckdb_path()), read_only=True) as connection:
             rows = rounded_floats(connection.sql(f"select * from {relation}").to_arrow_table())
-        write_deltalake(
-            warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
+        written = replace_table(warehouse, table, rows)
+        return MaterializeResult(
+            metadata={"rows": rows.num_rows, "source_model": node["unique_id"], "new_version": written}
         )
-        return MaterializeResult(metadata={"rows": rows.num_rows, "source_model": node["unique_id"]})
 
     return _export
 

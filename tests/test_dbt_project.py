@@ -9,6 +9,7 @@ uniqueness tests to fail, so that a broken test setup cannot pass silently.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -23,8 +24,16 @@ import yaml
 from deltalake import write_deltalake
 
 from ingestion.contract import Contract, batch_contracts
+from ingestion.warehouse import Warehouse
 from orchestration import dbt_codegen
-from orchestration.dbt_codegen import check_dbt_sources, model_name, silver_key_columns, write_dbt_sources
+from orchestration.dbt_codegen import (
+    check_dbt_sources,
+    model_name,
+    silver_key_columns,
+    source_identifier,
+    write_dbt_sources,
+)
+from orchestration.dbt_sources import StageReport
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_DIR = REPO_ROOT / "dbt_project"
@@ -53,8 +62,7 @@ def test_one_staging_model_and_one_source_per_batch_contract() -> None:
     assert declared == {(c.department, c.dataset) for c in contracts.values()}
     for source in sources:
         for table in source["tables"]:
-            path = table["config"]["meta"]["delta_table_path"]
-            assert path == f"{{{{ env_var('YIWANG_WAREHOUSE') }}}}/silver/{source['name']}/{table['name']}"
+            assert table["config"]["meta"]["delta_table"] == f"silver/{source['name']}/{table['name']}"
 
 
 def test_staging_tests_follow_the_contracts() -> None:
@@ -153,24 +161,35 @@ class DbtWorkspace:
     warehouse: Path
     duckdb_file: Path
     target: Path
+    staged: StageReport | None = None  # what the last invocation staged
 
     def invoke(self, *args: str) -> DbtRun:
+        """Stage the sources of this warehouse (as every run does before dbt), then run dbt with `args`."""
         from dbt.cli.main import dbtRunner
 
-        result = dbtRunner().invoke(
-            [
-                *args,
-                "--project-dir", str(DBT_DIR),
-                "--profiles-dir", str(DBT_DIR),
-                "--target-path", str(self.target),
-                "--log-path", str(self.target / "logs"),
-                "--quiet",
-            ]
-        )  # fmt: skip
+        from orchestration.dbt_sources import stage_sources
+
+        if args[0] in ("build", "run", "test", "seed"):
+            manifest = self.target / "manifest.json"  # the sources do not change within a test module
+            if not manifest.exists():
+                parsed = dbtRunner().invoke(["parse", *self._options()])
+                assert parsed.success, parsed.exception
+            loaded = json.loads(manifest.read_text(encoding="utf-8"))
+            self.staged = stage_sources(loaded, self.duckdb_file, Warehouse.at(self.warehouse))
+        result = dbtRunner().invoke([*args, *self._options()])
         if result.exception is not None:
             raise result.exception
         statuses = {r.node.name: str(r.status) for r in result.result.results}
         return DbtRun(success=result.success, statuses=statuses)
+
+    def _options(self) -> list[str]:
+        return [
+            "--project-dir", str(DBT_DIR),
+            "--profiles-dir", str(DBT_DIR),
+            "--target-path", str(self.target),
+            "--log-path", str(self.target / "logs"),
+            "--quiet",
+        ]  # fmt: skip
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.duckdb_file)) as connection:
@@ -245,6 +264,7 @@ def test_missing_silver_table_is_an_empty_view_with_the_contract_columns(
 ) -> None:
     contract = batch_contracts()["minzheng.cremation_records"]
     assert not (workspace.warehouse / "silver" / contract.table_path).exists()
+    assert workspace.staged is not None and f"silver.{source_identifier(contract)}" in workspace.staged.missing
     view = f"staging.{model_name(contract)}"
     assert workspace.query(f"select count(*) from {view}") == [(0,)]
     assert [row[0] for row in workspace.query(f"describe {view}")] == contract.silver_schema().names
@@ -307,15 +327,16 @@ def test_dagster_definitions_map_sources_to_silver_assets(dagster_warehouse: Pat
     assert {AssetKey(["gold", "dispatch", "kpis_by_area"]), AssetKey(["gold", "party", "org_tree"])} <= exports
 
 
-def test_manifest_is_reparsed_only_for_another_warehouse(dagster_warehouse: Path) -> None:
-    from orchestration.dbt_assets import dbt_project, ensure_manifest, manifest_is_current, warehouse_root
+def test_one_manifest_serves_every_warehouse(dagster_warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No warehouse path is parsed into the manifest: another warehouse needs no new parse."""
+    from orchestration.dbt_assets import dbt_project, ensure_manifest, manifest_is_current
 
     project = dbt_project()
     path = ensure_manifest(project)
     parsed_at = path.stat().st_mtime_ns
-    assert manifest_is_current(project, warehouse_root())
-    assert warehouse_root() == str((dagster_warehouse / "warehouse").resolve())
-    assert not manifest_is_current(project, "/some/other/warehouse")
+    assert manifest_is_current(project)
+    assert str(dagster_warehouse) not in path.read_text(encoding="utf-8")
+    monkeypatch.setenv("YIWANG_WAREHOUSE", "/some/other/warehouse")
     assert ensure_manifest(project) == path and path.stat().st_mtime_ns == parsed_at
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 
+from ingestion.replace import replace_table
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.derive import conform_candidates
 from thematic_libs.emergency.incidents import INCIDENT_SCHEMA, IncidentChanges, detect_incidents
@@ -68,13 +69,7 @@ def rebuild_incidents(
         if readings is not None
         else pl.DataFrame(schema=INCIDENT_SCHEMA)
     )
-    write_deltalake(
-        warehouse.uri(INCIDENTS),
-        incidents.to_arrow().cast(incident_arrow_schema()),
-        mode="overwrite",
-        schema_mode="overwrite",
-        storage_options=warehouse.options(),
-    )
+    replace_table(warehouse, INCIDENTS, incidents.to_arrow().cast(incident_arrow_schema()))
     return incidents
 
 

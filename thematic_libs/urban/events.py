@@ -121,13 +121,11 @@ def write_urban_events(
 ) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Build the urban events and the triage list and replace both tables; returns what
     `build_urban_events` does."""
-    from deltalake import write_deltalake
+    from ingestion.replace import replace_table
 
     events, rejections, triage = build_urban_events(warehouse, config, classifier)
     for table, rows in ((URBAN_EVENTS, events), (TRIAGE, triage)):
-        write_deltalake(
-            warehouse.uri(table), rows, mode="overwrite", schema_mode="overwrite", storage_options=warehouse.options()
-        )
+        replace_table(warehouse, table, rows)
     return events, rejections, triage
 
 

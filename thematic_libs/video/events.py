@@ -263,7 +263,7 @@ def read_cameras(warehouse: Warehouse) -> pl.DataFrame | None:
 
 def write_events(warehouse: Warehouse, rules: Mapping[str, EventRule] | None = None) -> pl.DataFrame:
     """Recompute `gold/video/events` from every detection (overwrite: the same detections give the same events)."""
-    from deltalake import write_deltalake
+    from ingestion.replace import replace_table
 
     columns = ["camera_id", "captured_at", "frame_seq", "frame_uri", "algorithm", "class_name", "score",
                "model_version", "source", "scored_at"]  # fmt: skip
@@ -273,13 +273,7 @@ def write_events(warehouse: Warehouse, rules: Mapping[str, EventRule] | None = N
         read_cameras(warehouse),
         algorithm_event_codes(),
     )
-    write_deltalake(
-        warehouse.uri(EVENTS),
-        events.to_arrow().cast(EVENTS_SCHEMA),
-        mode="overwrite",
-        schema_mode="overwrite",
-        storage_options=warehouse.options(),
-    )
+    replace_table(warehouse, EVENTS, events.to_arrow().cast(EVENTS_SCHEMA))
     return events
 
 
