@@ -169,17 +169,12 @@ def may_need_strip(values: pl.Series) -> bool:
 # --- Fixed-length patterns ------------------------------------------------------------------------
 
 # The pattern syntax accepted for byte-level matching: anchored at both ends, ASCII letters and digits,
-# `-`, groups, alternation, character classes of letters/digits/ranges, and exact repeat counts. In
-# this subset Python's parser (used to read the structure) and the Rust regex crate (which polars
-# uses) agree on the meaning; anything else (`\d`, `.`, `?`, nested classes, class set operations, ...)
-# is left to the regex engine.
+# `-`, groups, alternation, character classes of letters/digits/ranges, and exact repeat counts. In this
+# subset Python's `re` and the Rust regex crate (which polars uses) agree on the meaning, and `_parse` below
+# reads it (a few lines over the tokens; no regex engine's private parser); anything else (`\d`, `.`, `?`,
+# nested classes, class set operations, ...) is left to the regex engine.
 _TOKEN = re.compile(r"\[(?:[0-9A-Za-z](?:-[0-9A-Za-z])?)+\]|\{[0-9]+(?:,[0-9]+)?\}|[0-9A-Za-z\-]|[()|]")
-
-try:
-    from re import _constants as _sre  # type: ignore[attr-defined]
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - other Python versions: everything goes through the regex
-    _sre = _sre_parse = None
+_CLASS_ITEM = re.compile(r"([0-9A-Za-z])(?:-([0-9A-Za-z]))?")
 
 
 @dataclass(frozen=True)
@@ -210,43 +205,83 @@ def _width(node: _Node) -> int | None:
     return widths.pop() if len(widths) == 1 else None
 
 
-def _convert(items: list) -> _Node | None:
-    nodes: list[_Node] = []
-    for op, av in items:
-        if op is _sre.LITERAL and av < 128:
-            table = bytearray(256)
-            table[av] = 1
-            nodes.append(_Set(bytes(table)))
-        elif op is _sre.IN:
-            table = bytearray(256)
-            for kind, arg in av:
-                if kind is _sre.LITERAL and arg < 128:
-                    table[arg] = 1
-                elif kind is _sre.RANGE and arg[1] < 128:
-                    table[arg[0] : arg[1] + 1] = b"\x01" * (arg[1] - arg[0] + 1)
-                else:
-                    return None
-            nodes.append(_Set(bytes(table)))
-        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
-            low, high, body = av
-            inner = _convert(list(body))
-            if low != high or inner is None:
-                return None
-            nodes.extend([inner] * low)
-        elif op is _sre.SUBPATTERN:
-            _group, add_flags, del_flags, body = av
-            inner = _convert(list(body))
-            if add_flags or del_flags or inner is None:
-                return None
-            nodes.append(inner)
-        elif op is _sre.BRANCH:
-            options = [_convert(list(b)) for b in av[1]]
-            if any(o is None for o in options):
-                return None
-            nodes.append(_Alt(tuple(o for o in options if o is not None)))
-        else:
+def _byte_set(token: str) -> _Set | None:
+    """A literal character or a `[...]` class as the set of bytes it allows; None for a reversed range."""
+    table = bytearray(256)
+    if not token.startswith("["):
+        table[ord(token)] = 1
+        return _Set(bytes(table))
+    for low, high in _CLASS_ITEM.findall(token[1:-1]):
+        first, last = ord(low), ord(high or low)
+        if first > last:
             return None
-    return _Seq(tuple(nodes))
+        table[first : last + 1] = b"\x01" * (last - first + 1)
+    return _Set(bytes(table))
+
+
+class _TokenParser:
+    """Recursive descent over the tokens of the subset: alternation of sequences of (atom, exact repeat)."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.at = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def alternation(self) -> _Node | None:
+        options = [self.sequence()]
+        while self.peek() == "|":
+            self.at += 1
+            options.append(self.sequence())
+        if any(o is None for o in options):
+            return None
+        return options[0] if len(options) == 1 else _Alt(tuple(o for o in options if o is not None))
+
+    def sequence(self) -> _Node | None:
+        nodes: list[_Node] = []
+        while self.peek() not in (None, "|", ")"):
+            atom = self.atom()
+            if atom is None:
+                return None
+            repeat = self.peek()
+            if repeat is not None and repeat.startswith("{"):
+                self.at += 1
+                low, _, high = repeat[1:-1].partition(",")
+                if high and high != low:
+                    return None  # a variable count has no fixed width
+                nodes.extend([atom] * int(low))
+            else:
+                nodes.append(atom)
+        return _Seq(tuple(nodes))
+
+    def atom(self) -> _Node | None:
+        token = self.peek()
+        if token is None or token.startswith("{"):
+            return None
+        self.at += 1
+        if token == "(":
+            inner = self.alternation()
+            if self.peek() != ")":
+                return None
+            self.at += 1
+            return inner
+        return _byte_set(token)
+
+
+def _parse(body: str) -> _Node | None:
+    """The tree of an unanchored pattern body made only of `_TOKEN`s; None outside the subset."""
+    tokens = _TOKEN.findall(body)
+    if "".join(tokens) != body:
+        return None
+    depth = 0
+    for token in tokens:
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        if token == "|" and depth == 0:
+            return None  # `^a|b$` is `(^a)|(b$)`: the anchors do not hold the whole alternation
+    parser = _TokenParser(tokens)
+    node = parser.sequence()
+    return node if parser.at == len(tokens) else None
 
 
 @dataclass(frozen=True)
@@ -274,18 +309,13 @@ class FixedPattern:
 @cache
 def compile_fixed_pattern(pattern: str) -> FixedPattern | None:
     """The byte-level form of a regex, or None when it is outside the subset proven equal to the regex."""
-    if _sre_parse is None or len(pattern) < 2 or pattern[0] != "^" or pattern[-1] != "$":
-        return None
-    body = pattern[1:-1]
-    if "".join(_TOKEN.findall(body)) != body:
+    if len(pattern) < 2 or pattern[0] != "^" or pattern[-1] != "$":
         return None
     try:
-        parsed = list(_sre_parse.parse(pattern))
+        re.compile(pattern)  # what the regex engine refuses is not ours to read either
     except re.error:
         return None
-    if len(parsed) < 2 or parsed[0] != (_sre.AT, _sre.AT_BEGINNING) or parsed[-1] != (_sre.AT, _sre.AT_END):
-        return None
-    node = _convert(parsed[1:-1])
+    node = _parse(pattern[1:-1])
     if node is None:
         return None
     width = _width(node)
