@@ -77,7 +77,7 @@ def one(engine: str, warehouse: str, out: str) -> None:
     config = load_config()
     started = time.perf_counter()
     if engine == "pandas":
-        from thematic_libs.social_assistance.baseline_pandas import run_pandas
+        from bench.crosscheck_pandas import run_pandas
 
         plans = plan_inputs(wh, AS_OF, INPUT_CONTRACTS)
         raw = run_pandas(

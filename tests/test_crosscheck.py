@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from bench.crosscheck_pandas import run_pandas
 from ingestion.contract import get_contract
 from ingestion.pipeline import ingest_contract
 from ingestion.pseudonym import Pseudonymiser
@@ -27,7 +28,6 @@ from thematic_libs.social_assistance import (
     ticket_candidates,
 )
 from thematic_libs.social_assistance.asof import plan_inputs
-from thematic_libs.social_assistance.baseline_pandas import run_pandas
 from thematic_libs.social_assistance.engine_duckdb import parquet_files, run_duckdb
 from thematic_libs.social_assistance.gold import build_flags
 from thematic_libs.social_assistance.linkage import link_certificates

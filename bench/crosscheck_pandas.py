@@ -2,7 +2,8 @@
 
 Same inputs (the as-of plan), same linkage, same evidence rows (RAW_SCHEMA) as the engines, written the
 way an analyst would: read each table whole into pandas, keep the latest row per key, merge, filter.
-It is here to measure the engines against, and the tests check that it agrees with them.
+It lives in bench/ because only the benchmark and the tests use it: it measures the engines, and the tests check
+that it agrees with them.
 """
 
 from __future__ import annotations
