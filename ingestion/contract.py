@@ -187,15 +187,21 @@ class Contract:
     @property
     def cadence_days(self) -> float | None:
         """Expected days between deliveries, read off the contract's cadence text."""
-        text = self.cadence.lower()
-        for word, days in (("hourly", 1 / 24), ("daily", 1), ("weekly", 7), ("monthly", 31), ("yearly", 366)):
-            if word in text:
-                return days
-        return None
+        return cadence_days(self.cadence)
 
     @property
     def default_mode(self) -> str:
         return "snapshot" if "snapshot" in self.cadence.lower() else "incremental"
+
+
+def cadence_days(cadence: str) -> float | None:
+    """Days between deliveries named by a cadence text (`daily incremental`, `per platform run (weekly sources)`);
+    None when it names no period (`continuous`): the contracts and products.yaml say it in words, not numbers."""
+    text = cadence.lower()
+    for word, days in (("hourly", 1 / 24), ("daily", 1), ("weekly", 7), ("monthly", 31), ("yearly", 366)):
+        if word in text:
+            return days
+    return None
 
 
 def _column(raw: dict, contract_id: str) -> Column:

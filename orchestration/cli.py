@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -13,21 +13,55 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.catalog_cli import catalog_app
+from orchestration.cli_output import (
+    OneLineErrors,
+    check_choice,
+    cst_text,
+    emit_rows,
+    existing_warehouse,
+    parse_date,
+    set_debug,
+)
 from orchestration.cli_output import fail as _fail
+from orchestration.docs_cli import docs
 from orchestration.ml_cli import ml_app
+from orchestration.run_report import root_cause  # noqa: F401 - re-exported: the run's one-line step errors
 from orchestration.share_cli import share_app
 from orchestration.stream_cli import broker_app, simulate_app, stream_app
+from orchestration.superset_cli import superset_app
 
-app = typer.Typer(help="yiwang: the 一网统管 · 一网共享 lakehouse.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="yiwang: the 一网统管 · 一网共享 lakehouse.", no_args_is_help=True, add_completion=False, cls=OneLineErrors
+)
 app.add_typer(broker_app, name="broker")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(stream_app, name="stream")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(share_app, name="share")
 app.add_typer(ml_app, name="ml")
+app.command("docs")(docs)
+app.add_typer(superset_app, name="superset")
 console = Console()
 
 DEFAULT_DEMO_SCALE = 1.0
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", hidden=True, help="Show the traceback of an unexpected error."),
+) -> None:
+    set_debug(debug)
+
+
+def _check_demo_options(
+    scale: float, defect_rate: float = 0.02, event_multiplier: float = 1.0, option: str = "--scale"
+) -> None:
+    if not scale > 0:
+        raise _fail(f"{option} must be above 0 (1 = a district of 20,000 residents), not {scale:g}")
+    if not 0 <= defect_rate <= 0.5:
+        raise _fail(f"--defect-rate is a share of rows between 0 and 0.5, not {defect_rate:g}")
+    if not event_multiplier > 0:
+        raise _fail(f"--event-multiplier must be above 0 (1 = the ordinary demo), not {event_multiplier:g}")
 
 
 @app.command("demo-data")
@@ -45,6 +79,7 @@ def demo_data(
     """Write a deterministic demo landing zone that follows the contracts."""
     from ingestion.demo import generate_landing_zone
 
+    _check_demo_options(scale, defect_rate, event_multiplier)
     summary = generate_landing_zone(
         out, scale=scale, seed=seed, defect_rate=defect_rate, event_multiplier=event_multiplier
     )
@@ -65,71 +100,111 @@ def run(
     as_of: str | None = typer.Option(None, "--as-of", help="YYYY-MM-DD: only batches extracted by then count."),
     reject_share: float | None = typer.Option(None, "--reject-share", help="Reject a batch above this bad share."),
     demo_scale: float = typer.Option(DEFAULT_DEMO_SCALE, "--demo-scale", help="Scale of generated demo data."),
+    full: bool = typer.Option(False, "--full", help="Rebuild everything, even what nothing new touches."),
 ) -> None:
-    """Materialise every batch asset in process and print what happened."""
+    """Materialise what new batches and changes need (everything the first time) and print what happened."""
     from orchestration.settings import Settings
 
+    if reject_share is not None and not 0 <= reject_share <= 1:
+        raise _fail(f"--reject-share is a share of a batch's rows between 0 and 1 (e.g. 0.05), not {reject_share:g}")
+    _check_demo_options(demo_scale, option="--demo-scale")
     settings = Settings.from_env().with_overrides(
         landing=landing.resolve() if landing else None,
         warehouse=warehouse,
-        as_of=date.fromisoformat(as_of) if as_of else None,
+        as_of=parse_date(as_of, "--as-of"),
         reject_share=reject_share,
     )
     if landing is None and _landing_is_empty(settings.landing):
-        from ingestion.demo import generate_landing_zone
-
-        console.print(f"[bold]No landing zone yet: generating demo data in {settings.landing}[/]")
-        summary = generate_landing_zone(settings.landing, scale=demo_scale)
-        if settings.as_of is None:
-            settings = settings.with_overrides(as_of=summary.as_of)
+        settings = _demo_stage(settings, demo_scale)
     if not settings.landing.is_dir():
-        console.print(f"[red]landing zone {settings.landing} does not exist[/]")
-        raise typer.Exit(2)
+        raise _fail(
+            f"landing zone {settings.landing} does not exist: give --landing DIR (or leave it out for the demo)"
+        )
     from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
 
     try:
         with run_lock(settings.warehouse):
             started = datetime.now(UTC)
             clock = time.perf_counter()
-            ok, skipped = _execute(settings)
-            _print_summary(settings, started, time.perf_counter() - clock)
+            plan = _plan(settings, full)
+            if plan.kind == "nothing_new":
+                console.print(f"[green]nothing new[/]: {plan.reason}; checked in {time.perf_counter() - clock:.1f} s")
+                return
+            console.print(f"[bold]{plan.kind} run[/]: {plan.reason}")
+            report = _execute(settings, plan)
+            _print_summary(settings, report, started, time.perf_counter() - clock)
     except RunLockHeld as held:
         raise _fail(str(held), LOCKED) from None
-    for asset, reason in skipped.items():
-        console.print(f"[yellow]skipped[/] {asset}: {reason}")
-    if not ok:
-        console.print("[red]The platform run failed (see the errors above); bad data alone never does this.[/]")
+    if not report.success:
+        from orchestration.run_report import short_path
+
+        console.print(
+            f"[red]The platform run failed: {len(report.failed_steps)} step(s) raised (named above; their "
+            f"tracebacks are in {short_path(report.log_path)}). Bad data alone never does this.[/]"
+        )
         raise typer.Exit(1)
 
 
-def _execute(settings) -> tuple[bool, dict[str, str]]:
-    """Run the platform job in process: (success, {asset: why it was skipped})."""
+def _demo_stage(settings, scale: float):
+    """The first stage of a run on the embedded default: a demo landing zone, in one line."""
+    from ingestion.demo import generate_landing_zone
+
+    clock = time.perf_counter()
+    with console.status(f"generating demo data in {settings.landing}…"):
+        summary = generate_landing_zone(settings.landing, scale=scale, progress=False)
+    from orchestration.run_report import short_path
+
+    console.print(
+        f"[green]✓[/] demo data in {short_path(settings.landing)}: {summary.batches} batches, {summary.rows:,} rows "
+        f"as of {summary.as_of} ({time.perf_counter() - clock:.0f} s)",
+        highlight=False,
+    )
+    return settings.with_overrides(as_of=summary.as_of) if settings.as_of is None else settings
+
+
+def _run_settings(settings) -> str:
+    from orchestration.incremental import settings_text
+
+    return settings_text(settings.as_of, settings.reject_share, settings.landing)
+
+
+def _plan(settings, full: bool):
+    """What this run must do (orchestration/incremental.py); `--full` rebuilds everything."""
+    from ingestion.pipeline import pending_batches
+    from ingestion.warehouse import Warehouse
+    from orchestration.incremental import RunPlan, plan_run
+
+    warehouse = Warehouse.at(settings.warehouse)
+    if full:
+        return RunPlan("full", "--full", tuple(pending_batches(settings.landing, warehouse)))
+    return plan_run(settings.landing, warehouse, _run_settings(settings), settings.duckdb_path, settings.as_of)
+
+
+def _execute(settings, plan):
+    """Run the platform job in process, whole or the plan's selection, a line per stage on the terminal and
+    everything the libraries print in the run's log file: the `RunReport` (orchestration/run_report.py)."""
     from dagster import DagsterInstance
 
+    from ingestion.warehouse import Warehouse
     from orchestration.definitions import PLATFORM_JOB, build_definitions
+    from orchestration.incremental import incremental_selection, record_state
+    from orchestration.run_report import captured_output, execute, run_log_path
 
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def(PLATFORM_JOB)
-    instance = DagsterInstance.get() if _has_dagster_home() else DagsterInstance.ephemeral()
-    with console.status("running the platform job in process…"):
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
-    skipped: dict[str, str] = {}
-    failed: dict[str, str] = {}
-    for event in result.all_events:
-        if event.is_step_failure:
-            failed[str(event.step_key)] = root_cause(event.event_specific_data.error)
-            console.print(f"[red]step failed:[/] {event.step_key}: {failed[str(event.step_key)]}")
-        elif event.is_step_materialization:
-            materialization = event.event_specific_data.materialization
-            reason = materialization.metadata.get("skipped")
-            if reason is not None:
-                skipped[materialization.asset_key.to_user_string()] = str(reason.value)
-    _record_run(settings, result.run_id, result.success, skipped, failed)
-    return result.success, skipped
+    log_path = run_log_path(settings.home)
+    with captured_output(log_path) as terminal:
+        with terminal.status("loading the platform's definitions…"):
+            defs = build_definitions(settings)
+            job = defs.resolve_job_def(PLATFORM_JOB)
+        selection = None
+        if plan.kind == "incremental":
+            selection = sorted(incremental_selection(plan).resolve(defs.resolve_asset_graph()), key=str)
+            terminal.print(f"rebuilding {len(selection)} asset(s) downstream of {', '.join(plan.contracts)}")
+        instance = DagsterInstance.get() if _prepared_dagster_home() else DagsterInstance.ephemeral()
+        report = execute(job, instance, terminal, asset_selection=selection, log_path=log_path)
+    _record_run(settings, report.run_id, report.success, report.skipped, report.failed_steps)
+    if report.success:
+        record_state(Warehouse.at(settings.warehouse), report.run_id, _run_settings(settings), settings.duckdb_path)
+    return report
 
 
 def _record_run(settings, run_id: str, success: bool, skipped: dict[str, str], failed: dict[str, str]) -> None:
@@ -165,21 +240,25 @@ def _record_run(settings, run_id: str, success: bool, skipped: dict[str, str], f
     write_deltalake(warehouse.uri("ops/runs"), row, mode="append", storage_options=warehouse.options())
 
 
-def root_cause(error) -> str:
-    """The innermost error of a Dagster step failure (the exception the asset raised), in one line.
-
-    Dagster wraps it as "Error occurred while executing op ..."; the person reading the summary needs the
-    asset's own message, not the wrapper."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    lines = [line for line in (error.message or "").splitlines() if line.strip()]
-    return lines[0].strip() if lines else str(error.cls_name)
-
-
 def _has_dagster_home() -> bool:
     import os
 
     return bool(os.environ.get("DAGSTER_HOME"))
+
+
+def _prepared_dagster_home() -> bool:
+    """True when DAGSTER_HOME is set; it then gets the instance settings (telemetry off) from
+    orchestration/dagster.yaml if it has none, as `make dagster` gives them, so both see one instance."""
+    import os
+    import shutil
+
+    if not _has_dagster_home():
+        return False
+    home = Path(os.environ["DAGSTER_HOME"]).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(Path(__file__).with_name("dagster.yaml"), home / "dagster.yaml")
+    return True
 
 
 def _gold_tables(warehouse) -> dict[str, int]:
@@ -198,22 +277,31 @@ def _gold_tables(warehouse) -> dict[str, int]:
 
 
 def _print_products(warehouse) -> None:
-    """What the libraries, the dispatch table and the cross-check hold after the run."""
+    """What the libraries, the dispatch table and the cross-check hold after the run, a line or two each."""
     counts = _gold_tables(warehouse)
     if not counts:
         return
-    restricted = "gold/social_assistance/"
-    table = Table("gold table", "rows", title="Thematic libraries, tickets and cross-check (gold)")
+    libraries: dict[str, list[int]] = {}
     for name, rows in counts.items():
-        table.add_row(name + ("  [restricted]" if name.startswith(restricted) else ""), f"{rows:,}")
-    console.print(table)
+        library = name.split("/")[1]
+        libraries.setdefault(library, []).append(rows)
+    parts = [
+        f"{library} {len(rows)}{' (restricted)' if library == 'social_assistance' else ''}"
+        for library, rows in libraries.items()
+    ]
+    console.print(
+        f"[bold]Thematic libraries, tickets and cross-check (gold)[/]: {len(counts)} tables, "
+        f"{sum(counts.values()):,} rows: " + ", ".join(parts),
+        highlight=False,
+    )
     if warehouse.exists("gold/dispatch/tickets"):
         tickets = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table(columns=["status", "source"]))
         by_source = ", ".join(f"{s} {n:,}" for s, n in tickets.group_by("source").len().sort("source").iter_rows())
         open_count = tickets.filter(~pl.col("status").is_in(["resolved", "closed"])).height
         console.print(
-            f"dispatch table: {tickets.height:,} tickets ({by_source}); {open_count:,} open. "
-            "Read it incrementally: yiwang tickets changes --since-version N"
+            f"dispatch table: {tickets.height:,} tickets ({by_source}); {open_count:,} open "
+            "· yiwang tickets changes --since-version N",
+            highlight=False,
         )
     if warehouse.exists("ops/triage") and warehouse.exists("gold/urban/events"):
         events = pl.from_arrow(
@@ -226,15 +314,17 @@ def _print_products(warehouse) -> None:
         version = next(iter(events.get_column("classifier_version").drop_nulls().unique().to_list()), "none")
         console.print(
             f"appeal classifier {version}: {appeals.filter(pl.col('classified_by') == 'model').height:,} of "
-            f"{appeals.height:,} hotline appeals classified; {triaged:,} appeals sent to triage "
-            "(ops/triage; see them with: yiwang triage)"
+            f"{appeals.height:,} hotline appeals classified; {triaged:,} sent to triage · yiwang triage",
+            highlight=False,
         )
 
 
-def _print_summary(settings, started: datetime, seconds: float) -> None:
+def _print_summary(settings, report, started: datetime, seconds: float) -> None:
+    """The run's summary: fits one screen; every failed check and warning named, with where to look."""
     from ingestion.ledger import read_ledger, read_quarantine
     from ingestion.pipeline import pending_batches
     from ingestion.warehouse import Warehouse
+    from orchestration.run_report import print_checks_and_warnings, print_failures, short_path
 
     warehouse = Warehouse.at(settings.warehouse)
     ledger = read_ledger(warehouse)
@@ -245,67 +335,150 @@ def _print_summary(settings, started: datetime, seconds: float) -> None:
     quarantine = read_quarantine(warehouse).filter(pl.col("quarantined_at") >= started)
 
     console.rule("[bold]yiwang run summary")
+    verdict = "[green]the platform ran[/]" if report.success else "[red]the platform FAILED[/]"
     console.print(
-        f"{loaded.height} batches loaded ({int(loaded['rows_loaded'].sum()):,} rows), "
-        f"{rejected.height} rejected, {len(waiting)} waiting for their manifest, "
-        f"{int(this_run['rows_quarantined'].sum()):,} records quarantined "
-        f"({quarantine.height:,} rule violations) in {seconds:.1f} s"
+        f"{verdict} in {seconds:.0f} s, as of {settings.as_of or 'today'}; finished {cst_text(datetime.now(UTC))} CST",
+        highlight=False,
+    )
+    console.print(
+        f"batches: {loaded.height} loaded ({int(loaded['rows_loaded'].sum()):,} rows), {rejected.height} rejected, "
+        f"{len(waiting)} waiting for their manifest; {int(this_run['rows_quarantined'].sum()):,} records "
+        f"quarantined ({quarantine.height:,} rule violations)",
+        highlight=False,
     )
     if rejected.height:
-        table = Table("contract", "batch", "rule", "reason", title="Rejected batches", show_lines=False)
+        console.print("[bold]Rejected batches[/] [dim]→ yiwang ledger --rejected (reasons in full)[/]")
         for row in rejected.sort("contract_id", "batch_id").iter_rows(named=True):
-            table.add_row(row["contract_id"], row["batch_id"], row["rule"] or "", row["reason"] or "")
-        console.print(table)
+            console.print(
+                f"  {row['contract_id']} {row['batch_id']} {row['rule'] or ''}: {row['reason'] or ''}",
+                overflow="ellipsis",
+                no_wrap=True,
+                highlight=False,
+            )
     if quarantine.height:
-        by_rule = quarantine.group_by("contract_id", "rule").len().sort("contract_id", "rule")
-        table = Table("contract", "rule", "violations", title="Quarantined records by rule")
-        for row in by_rule.iter_rows():
-            table.add_row(row[0], row[1], f"{row[2]:,}")
-        console.print(table)
-    for b in waiting:
-        console.print(f"[yellow]waiting[/] {b.contract_id} {b.batch_id}: no _manifest.json yet")
-    reports = Path(settings.reports_dir)
+        by_rule = quarantine.group_by("rule").len().sort("len", descending=True)
+        rules = ", ".join(f"{rule} {n:,}" for rule, n in by_rule.iter_rows())
+        contracts = quarantine["contract_id"].n_unique()
+        console.print(
+            f"quarantined in {contracts} contracts, by rule: {rules} [dim]→ yiwang ledger · quarantine/rows[/]",
+            highlight=False,
+        )
+    if waiting:
+        names = ", ".join(f"{b.contract_id} {b.batch_id}" for b in waiting)
+        console.print(f"[yellow]waiting[/] (no _manifest.json yet): {names}", highlight=False)
+    print_failures(console, report)
+    print_checks_and_warnings(console, report)
     _print_products(warehouse)
+    reports = Path(settings.reports_dir)
     console.rule("[bold]where to look")
-    console.print(f"warehouse (Delta): {settings.warehouse}")
-    console.print("  ledger: ops/batch_ledger · quarantine: quarantine/rows · quality: ops/quality_results")
-    console.print("  runs (skipped and failed steps): ops/runs · triage: ops/triage")
-    console.print(f"quality data docs: {reports / 'data_docs' / 'index.html'}")
-    console.print(f"quality scorecard: {reports / 'quality_scorecard.png'}")
-    console.print(f"DuckDB (dbt models): {settings.duckdb_path}")
-    console.print("notebooks: notebooks/thematic_libraries.ipynb (libraries, KPIs); notebooks/crosscheck_review.ipynb")
-    console.print("cross-check (restricted): gold/social_assistance/ · for reports: gold/reports/crosscheck_summary")
+    for line in (
+        f"run log: {short_path(report.log_path)} (dbt, Dagster, Splink, GX)",
+        f"Data Docs: {short_path(reports / 'data_docs' / 'index.html')}",
+        f"scorecard: {short_path(reports / 'quality_scorecard.png')}",
+        f"warehouse: {short_path(settings.warehouse)} · yiwang ledger · quarantine/rows · ops/runs",
+        f"dbt models: {short_path(settings.duckdb_path)} · docs: make docs · notebooks: make notebooks",
+        "sharing: yiwang catalog list, yiwang share serve · Dagster UI: make dagster",
+    ):
+        console.print(line, highlight=False)
+
+
+@app.command("dbt-stage")
+def dbt_stage(
+    warehouse: str | None = typer.Option(None, "--warehouse", help="Warehouse root (default: the settings')."),
+) -> None:
+    """Stage dbt's sources of a warehouse in the DuckDB file (views over the Delta files), to run dbt by hand."""
+    import json
+
+    from orchestration.cli_output import existing_warehouse
+    from orchestration.dbt_assets import dbt_environment, dbt_project, ensure_manifest, exported
+    from orchestration.dbt_sources import stage_sources
+    from orchestration.settings import Settings
+
+    settings = Settings.from_env().with_overrides(warehouse=warehouse)
+    store = existing_warehouse(settings.warehouse)
+    settings.export()
+    with exported(dbt_environment()):
+        manifest = json.loads(ensure_manifest(dbt_project()).read_text(encoding="utf-8"))
+    staged = stage_sources(manifest, settings.duckdb_path, store)
     console.print(
-        f"sharing: yiwang catalog list · open data: {settings.open_data_dir} · "
-        "yiwang share serve → http://127.0.0.1:8765/catalog"
+        f"staged {len(staged.views)} views over Delta files, {len(staged.copies)} copies, "
+        f"{len(staged.missing)} empty (no table yet) in {settings.duckdb_path}"
     )
-    console.print("Dagster UI: make dagster  → http://127.0.0.1:3000")
+
+
+LEDGER_FORMATS = ("table", "json", "csv")
+LEDGER_COLUMNS = (
+    "contract_id",
+    "batch_id",
+    "status",
+    "rows_delivered",
+    "rows_loaded",
+    "rows_quarantined",
+    "rule",
+    "reason",
+    "extracted_at",
+    "processed_at",
+)
 
 
 @app.command("ledger")
 def ledger(
     warehouse: str | None = typer.Option(None, "--warehouse"),
     rejected_only: bool = typer.Option(False, "--rejected", help="Only rejected batches."),
+    contract: str | None = typer.Option(
+        None, "--contract", help="Only this contract, e.g. gongan.household_registration."
+    ),
+    output_format: str = typer.Option("table", "--format", help="table, json or csv (times in CST)."),
 ) -> None:
     """The batch ledger: every batch seen, loaded or rejected, with its reason."""
     from ingestion.ledger import read_ledger
-    from ingestion.warehouse import Warehouse
     from orchestration.settings import Settings
 
-    frame = read_ledger(Warehouse.at(warehouse or Settings.from_env().warehouse))
+    check_choice("--format", output_format, LEDGER_FORMATS)
+    frame = read_ledger(existing_warehouse(warehouse or Settings.from_env().warehouse))
     if rejected_only:
         frame = frame.filter(pl.col("status") == "rejected")
-    table = Table("contract", "batch", "status", "loaded", "quarantined", "reason")
-    for row in frame.sort("contract_id", "batch_ordinal").iter_rows(named=True):
-        table.add_row(
-            row["contract_id"],
-            row["batch_id"],
-            row["status"],
-            str(row["rows_loaded"]),
-            str(row["rows_quarantined"]),
-            row["reason"] or "",
+    if contract is not None:
+        if frame.filter(pl.col("contract_id") == contract).height == 0 and contract not in _contract_ids():
+            raise _fail(f"--contract {contract!r} is not a known contract: see `yiwang catalog list` for the ids")
+        frame = frame.filter(pl.col("contract_id") == contract)
+    frame = frame.sort("contract_id", "batch_ordinal")
+    if output_format != "table":
+        emit_rows(frame.select(LEDGER_COLUMNS).to_dicts(), output_format, LEDGER_COLUMNS)
+        return
+    _print_ledger(frame)
+    if frame.height == 0:
+        console.print("no batch " + ("rejected " if rejected_only else "") + "in the ledger yet")
+
+
+def _contract_ids() -> set[str]:
+    from ingestion.contract import load_contracts
+
+    return set(load_contracts())
+
+
+def _print_ledger(frame: pl.DataFrame) -> None:
+    """One line per batch (contract, batch, status, rows loaded, rows quarantined), its reason indented and
+    wrapped under it: fits 80 columns without cutting an id (the longest contract id is 33 characters)."""
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
+
+    width = max([len("contract"), *(len(c) for c in frame["contract_id"])])
+    console.print(f"[bold]{'contract':<{width}} {'batch':<15} {'status':<8} {'rows':>7} {'bad':>6}[/]")
+    for row in frame.iter_rows(named=True):
+        status = f"{row['status']:<8}"
+        status = f"[red]{status}[/]" if row["status"] == "rejected" else status
+        console.print(
+            f"{escape(row['contract_id']):<{width}} {row['batch_id']:<15} {status} "
+            f"{row['rows_loaded'] or 0:>7,} {row['rows_quarantined'] or 0:>6,}",
+            highlight=False,
         )
-    console.print(table)
+        if row["reason"]:
+            console.print(Padding(Text(row["reason"], style="dim"), (0, 0, 0, 2)))
+
+
+CROSSCHECK_ENGINES = ("duckdb", "spark")
 
 
 @app.command("crosscheck")
@@ -315,14 +488,20 @@ def crosscheck(
     warehouse: str | None = typer.Option(None, "--warehouse"),
 ) -> None:
     """Run the social-assistance cross-check as of a date and (re)write that date's restricted gold rows."""
-    from ingestion.warehouse import Warehouse
+    from ingestion.pseudonym import PseudonymKeyError
     from orchestration.settings import Settings
+    from thematic_libs.config import ConfigError
+    from thematic_libs.social_assistance.rules import CrosscheckError
     from thematic_libs.social_assistance.run import run_crosscheck
 
+    day = parse_date(as_of, "--as-of")
+    check_choice("--engine", engine, CROSSCHECK_ENGINES)
     settings = Settings.from_env()
-    result = run_crosscheck(
-        Warehouse.at(warehouse or settings.warehouse), date.fromisoformat(as_of), engine=engine, key=_key(settings)
-    )
+    store = existing_warehouse(warehouse or settings.warehouse)
+    try:
+        result = run_crosscheck(store, day, engine=engine, key=_key(settings))
+    except (CrosscheckError, ConfigError, PseudonymKeyError) as error:
+        raise _fail(str(error).splitlines()[0], 1) from None
     table = Table("rule", "cases", title=f"cross-check as of {result.as_of} on {result.engine} ({result.seconds} s)")
     for rule, cases in result.cases_by_rule.items():
         table.add_row(rule, str(cases))
@@ -355,10 +534,9 @@ def batches_confirm(
     import getpass
 
     from ingestion.ledger import SNAPSHOT_SHRINK, read_ledger, write_confirmation
-    from ingestion.warehouse import Warehouse
     from orchestration.settings import Settings
 
-    store = Warehouse.at(warehouse or Settings.from_env().warehouse)
+    store = existing_warehouse(warehouse or Settings.from_env().warehouse)
     rows = read_ledger(store).filter((pl.col("contract_id") == contract_id) & (pl.col("batch_id") == batch_id))
     if rows.height == 0:
         raise _fail(f"the ledger has no batch {contract_id} {batch_id}; see `yiwang ledger --rejected` for held ones")
@@ -378,44 +556,66 @@ tickets_app = typer.Typer(help="The dispatch table gold/dispatch/tickets.", no_a
 app.add_typer(tickets_app, name="tickets")
 
 
+TICKET_FORMATS = ("jsonl", "json", "csv", "table")
+
+
 @tickets_app.command("changes")
 def tickets_changes(
     since_version: int = typer.Option(
         -1, "--since-version", help="Last table version you processed; -1 (default) returns every ticket."
     ),
     warehouse: str | None = typer.Option(None, "--warehouse"),
-    output_format: str = typer.Option("jsonl", "--format", help="jsonl (one ticket per line) or table."),
+    output_format: str = typer.Option(
+        "jsonl", "--format", help="jsonl (one ticket per line), json, csv or table; times in CST (+08:00)."
+    ),
 ) -> None:
     """New and changed tickets after table version N, the latest state of each (for the dispatch system).
 
     Prints one JSON object per ticket on stdout with `change_type` (new | changed) and `table_version`;
     the current table version goes to stderr as `next --since-version: V`: pass it next time.
     """
-    import json
-
-    from ingestion.warehouse import Warehouse
     from orchestration.settings import Settings
-    from thematic_libs.dispatch.store import changes_since
+    from thematic_libs.dispatch.store import TICKETS, changes_since
 
-    changes, version = changes_since(Warehouse.at(warehouse or Settings.from_env().warehouse), since_version)
+    check_choice("--format", output_format, TICKET_FORMATS)
+    if since_version < -1:
+        raise _fail(
+            f"--since-version {since_version}: give -1 (every ticket) or a table version that "
+            "`next --since-version` printed"
+        )
+    store = existing_warehouse(warehouse or Settings.from_env().warehouse)
+    if not store.exists(TICKETS):
+        raise _fail(f"no {TICKETS} table in {store.root} yet: run `yiwang run` first (or pass --warehouse)")
+    current = store.table(TICKETS).version()
+    if since_version > current:
+        raise _fail(
+            f"--since-version {since_version} is after the table's current version {current}: pass the "
+            "`next --since-version` an earlier call printed, or -1 for every ticket"
+        )
+    changes, version = changes_since(store, since_version)
     if output_format == "table":
-        table = Table("ticket", "change", "event", "grid", "department", "priority", "status", "due")
-        for row in changes.to_pylist():
-            table.add_row(
-                row["ticket_id"],
-                row["change_type"],
-                f"{row['event_code']} {row['event_name']}",
-                row["grid_code"] or row["district_code"],
-                row["department_code"],
-                row["priority"],
-                row["status"],
-                str(row["due_at"]),
-            )
-        console.print(table)
+        _print_tickets(changes.to_pylist())
     else:
-        for row in changes.to_pylist():
-            sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        emit_rows(changes.to_pylist(), output_format, changes.column_names)
     Console(stderr=True).print(f"{changes.num_rows} ticket(s); next --since-version: {version}")
+
+
+def _print_tickets(rows: list[dict]) -> None:
+    """One line per ticket (id, change, event code, priority, status, due in CST), then its event, place and
+    department indented: fits 80 columns."""
+    from rich.markup import escape
+
+    console.print(f"[bold]{'ticket':<18} {'change':<7} {'event':<6} {'pri':<3} {'status':<11} due (CST)[/]")
+    for row in rows:
+        console.print(
+            f"{row['ticket_id']:<18} {row['change_type']:<7} {row['event_code']:<6} {row['priority'] or '':<3} "
+            f"{row['status'] or '':<11} {cst_text(row['due_at'])}",
+            highlight=False,
+        )
+        place = row["grid_code"] or row["community_code"] or row["district_code"] or ""
+        console.print(
+            f"  [dim]{escape(row['event_name'] or '')} · {place} · {row['department_code'] or ''}[/]", highlight=False
+        )
 
 
 classifier_app = typer.Typer(
@@ -477,14 +677,24 @@ def classifier_train(
 @classifier_app.command("list")
 def classifier_list(models: Path | None = typer.Option(None, "--models")) -> None:
     """Every trained version with its data fingerprint and held-out figures; * marks the promoted one."""
+    from rich import box
+    from rich.table import Column
+
     from thematic_libs.urban.model_store import ModelStore
 
     store = ModelStore(_models_dir(models))
     promoted = store.promoted()
-    table = Table("")
-    table.add_column("version", no_wrap=True)
-    for column in ("created (CST)", "training rows", "exact item", "major class", "triage"):
-        table.add_column(column)
+    table = Table(
+        Column("", no_wrap=True),
+        Column("version", no_wrap=True),
+        Column("created (CST)", no_wrap=True),
+        Column("rows", justify="right", no_wrap=True),
+        Column("exact", justify="right"),
+        Column("major", justify="right"),
+        Column("triage", justify="right"),
+        box=box.SIMPLE_HEAD,
+        caption="held-out figures: exact item and major class on the decided appeals, share sent to triage",
+    )
     for card in store.versions():
         overall = card["held_out"]["overall"]
         table.add_row(
@@ -683,12 +893,11 @@ def triage(
     ),
 ) -> None:
     """Appeals the classifier sent to human triage, with their top candidates."""
-    from ingestion.warehouse import Warehouse
     from orchestration.settings import Settings
     from thematic_libs.dispatch.keys import CST
     from thematic_libs.urban.events import TRIAGE
 
-    store = Warehouse.at(warehouse or Settings.from_env().warehouse)
+    store = existing_warehouse(warehouse or Settings.from_env().warehouse)
     if not store.exists(TRIAGE):
         raise _fail(f"no {TRIAGE} table in {store.root}: run `yiwang run` first (or pass --warehouse)")
     frame = pl.from_arrow(store.table(TRIAGE).to_pyarrow_table())
@@ -710,11 +919,17 @@ def triage(
             f"`yiwang classifier train --labels {out}`"
         )
         return
-    table = Table("event", "received (CST)", "appeal", "candidates", title=f"{frame.height:,} appeals in triage")
+    # One appeal a block, fitting 80 columns: its id and time (CST), the text, the candidates, each on its line.
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
+
+    console.print(f"[bold]{frame.height:,} appeals in triage[/] (showing {min(limit, frame.height):,})")
     for row in frame.head(limit).iter_rows(named=True):
         received = row["occurred_at"].astimezone(CST).strftime("%Y-%m-%d %H:%M") if row["occurred_at"] else ""
-        table.add_row(row["event_id"], received, (row["description"] or "")[:60], row["candidate_text"])
-    console.print(table)
+        console.print(f"[bold]{escape(row['event_id'])}[/]  received {received} CST", highlight=False)
+        console.print(Padding(Text((row["description"] or "")[:120]), (0, 0, 0, 2)))
+        console.print(Padding(Text("candidates: " + (row["candidate_text"] or ""), style="dim"), (0, 0, 0, 2)))
 
 
 def main() -> None:  # pragma: no cover

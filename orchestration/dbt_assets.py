@@ -42,6 +42,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from ingestion.replace import replace_table
 from ingestion.warehouse import Warehouse
+from orchestration.asset_layout import REFERENCE_GROUP, dbt_domain, layer_tags
 from orchestration.dbt_sources import stage_sources
 from thematic_libs.sharing.asset_metadata import dataset_metadata, dataset_owners, dataset_tags, gold_dataset
 from thematic_libs.sharing.datasets import Dataset
@@ -167,7 +168,13 @@ def ensure_manifest(project: DbtProject | None = None) -> Path:
 
 
 class YiwangDbtTranslator(DagsterDbtTranslator):
-    """Sources are the silver assets; models are grouped by their layer folder."""
+    """Sources are the silver assets; models are grouped by their business domain (their folder, or for a
+    staging model the domain of the table it reads: orchestration/asset_layout.py), the layer a `layer` tag;
+    seeds are the `reference` group. `manifest` gives the sources' declared keys to the staging models."""
+
+    def __init__(self, manifest: Mapping[str, Any] | None = None, settings: Any = None) -> None:
+        super().__init__(settings)
+        self._sources = dict((manifest or {}).get("sources") or {})
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         if dbt_resource_props["resource_type"] == "source":
@@ -178,10 +185,7 @@ class YiwangDbtTranslator(DagsterDbtTranslator):
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        fqn = dbt_resource_props.get("fqn") or []
-        if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2:
-            return fqn[1]  # ["yiwang", "staging", "stg_..."] -> "staging"
-        return super().get_group_name(dbt_resource_props)
+        return dbt_domain(dbt_resource_props, self._sources) or super().get_group_name(dbt_resource_props)
 
     # A mart published as a gold product carries the product's sharing facts (products.yaml), as the
     # catalog shows them: owner, sharing type, cadence, columns with their classification.
@@ -197,8 +201,16 @@ class YiwangDbtTranslator(DagsterDbtTranslator):
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         product = gold_product(dbt_resource_props)
-        tags = dict(super().get_tags(dbt_resource_props))
+        tags = {**super().get_tags(dbt_resource_props), **layer_tags(dbt_layer(dbt_resource_props))}
         return {**tags, **dataset_tags(product)} if product else tags
+
+
+def dbt_layer(node: Mapping[str, Any]) -> str:
+    """`staging`, `intermediate`, `marts` (a model's folder under models/) or `reference` (a seed)."""
+    fqn = node.get("fqn") or []
+    if node.get("resource_type") == "model" and len(fqn) > 2:
+        return fqn[1]
+    return REFERENCE_GROUP if node.get("resource_type") == "seed" else str(node.get("resource_type"))
 
 
 def node_gold_table(node: Mapping[str, Any]) -> str | None:
@@ -233,7 +245,7 @@ def make_dbt_assets(
     @dbt_assets(
         manifest=manifest,
         project=project,
-        dagster_dbt_translator=YiwangDbtTranslator(),
+        dagster_dbt_translator=YiwangDbtTranslator(manifest),
         name=name,
         select=select,
         exclude=exclude,
@@ -248,12 +260,29 @@ def make_dbt_assets(
             # starts the dbt process with this env; a failing dbt test is a failed asset check (bad data),
             # not a failed run: only a model, seed or snapshot that cannot be built fails the step
             invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-        yield from invocation.stream()
+            # Row counts (tables: marts, seeds) and column schemas on each model's materialisation, read through
+            # dbt's adapter in this process. dagster-dbt waits for the dbt process to end before it reads a
+            # DuckDB file (dbt holds its write lock), so the events come at the end of the step.
+            yield from invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=False)
+        release_adapter(invocation)
         broken = build_errors(invocation.get_artifact("run_results.json"))
         if broken:
             raise RuntimeError("dbt could not build: " + "; ".join(broken))
 
     return _dbt_models
+
+
+def release_adapter(invocation: Any) -> None:
+    """Close the DuckDB file that dbt's adapter opened in this process to read row counts and columns: the
+    gold exports open it read-only and the next dbt invocation for writing, and DuckDB lets a file be open
+    with one configuration at a time."""
+    adapter = getattr(invocation, "adapter", None)
+    if adapter is None:
+        return
+    adapter.cleanup_connections()
+    close_all = getattr(type(adapter).ConnectionManager, "close_all_connections", None)
+    if close_all is not None:  # dbt-duckdb keeps its database open in a class-level environment
+        close_all()
 
 
 def build_errors(run_results: Mapping[str, Any]) -> list[str]:

@@ -79,8 +79,10 @@ def _declared_columns(source: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _empty_select(columns: Mapping[str, str]) -> str:
-    return "select " + ", ".join(f"cast(null as {kind}) as {_quoted(name)}" for name, kind in columns.items()) + (
-        " limit 0"
+    return (
+        "select "
+        + ", ".join(f"cast(null as {kind}) as {_quoted(name)}" for name, kind in columns.items())
+        + (" limit 0")
     )
 
 

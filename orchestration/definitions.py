@@ -15,6 +15,8 @@ from dagster import (
     in_process_executor,
 )
 
+from orchestration.analytics_assets import analytics_assets
+from orchestration.asset_layout import lay_out
 from orchestration.crosscheck_assets import crosscheck
 from orchestration.dbt_assets import build_dbt_definitions
 from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
@@ -59,8 +61,10 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         *stream_assets(),
         *video_assets(),
     ]
+    sharing = sharing_assets(assets)
     return Definitions(
-        assets=[*assets, *sharing_assets(assets)],
+        # groups by business domain, the layer as a tag, freshness from the cadences (asset_layout.py)
+        assets=lay_out([*assets, *sharing, *analytics_assets([*assets, *sharing])]),
         asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks(), *video_checks()],
         jobs=[platform_build],
         schedules=[nightly_build],

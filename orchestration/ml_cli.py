@@ -422,7 +422,7 @@ def import_command(
                 continue
             console.print(
                 f"[green]registered[/] {info.model_name} version {info.version} from {package.folder}: held-out "
-                f"mAP@0.5 {_figure(info.map_50)}, shifted {_figure(info.map_50_shifted)} (measured when trained)"
+                f"mAP@0.5 {_figure(info.map_50)}, shifted {_figure(info.map_50_shifted)} (figures of the package)"
             )
             _promote_if_not_worse(registry, package.algorithm, info.version)
 

@@ -3,6 +3,7 @@
 - `bronze/stream/iot_sensor_readings` and `bronze/stream/hotline_appeals` are written by the long-running
   consumers (`yiwang stream run`), not by a Dagster run: they are observable source assets whose
   observation records the table version, each partition's offset in Delta and its lag behind the broker.
+  They sit in their domain's group (hotline: urban, IoT: emergency), tagged `layer: bronze`.
 - `gold/emergency/incidents` is recomputed from every streamed reading by the batch run (the consumer
   keeps it current between runs), `gold/emergency/warnings` from the waterlogging risk of the latest
   forecast. Both feed the IoT tickets through the one dispatch derivation.
@@ -27,6 +28,7 @@ from dagster import (
 
 from ingestion.contract import get_contract
 from ingestion.streaming.topics import Topic, load_topics
+from orchestration.asset_layout import contract_domain, layer_tags
 from orchestration.dispatch_assets import table_key
 from orchestration.ingestion_assets import silver_key
 from orchestration.resources import PlatformResource
@@ -38,7 +40,8 @@ from thematic_libs.sharing.asset_metadata import product_asset_facts
 def _observe_stream(topic: Topic) -> SourceAsset:
     @observable_source_asset(
         key=table_key(topic.bronze_table),
-        group_name="stream",
+        group_name=contract_domain(".".join(topic.bronze_table.split("/")[1:3])),  # stream.hotline_appeals -> urban
+        tags=layer_tags("bronze"),
         description=(
             f"{topic.name} consumed exactly once by `yiwang stream run {topic.short_name}` "
             f"({topic.partitions} partitions, group {topic.group}); offsets live in the table's Delta commits."

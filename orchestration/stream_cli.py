@@ -397,7 +397,20 @@ def stream_status_command() -> None:
     except BrokerUnavailable as error:
         kafka = None
         console.print(f"[yellow]{error}[/] (broker columns left empty)")
-    table = Table("topic", "partition", "epoch", "offset in Delta", "broker end", "lag", "quarantined (1 h)")
+    from rich import box
+    from rich.table import Column
+
+    table = Table(
+        Column("topic", no_wrap=True),
+        Column("part.", justify="right"),
+        Column("epoch", justify="right"),
+        Column("in Delta", justify="right"),
+        Column("broker end", justify="right"),
+        Column("lag", justify="right"),
+        Column("bad (1 h)", justify="right"),
+        box=box.SIMPLE_HEAD,
+        caption="in Delta: the last offset committed to bronze; bad: messages quarantined in the last hour",
+    )
     for topic in _topics():
         for row in stream_status(warehouse, topic, kafka):
             table.add_row(

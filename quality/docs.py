@@ -9,7 +9,7 @@ from public CDNs, which a government intranet cannot reach. These pages are self
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from ingestion.warehouse import Warehouse
 from quality.results import COMPLETENESS, latest_batches, read_results
 
 HISTORY = 20  # batches shown per contract page
+CST = timezone(timedelta(hours=8))  # times a person reads are China Standard Time
 
 _CSS = """
 body{font-family:"Noto Sans CJK SC","Microsoft YaHei",system-ui,sans-serif;margin:2rem;color:#222}
@@ -102,14 +103,37 @@ def _observed_cell(observed: str) -> str:
     except ValueError:
         return f"<code>{escape(observed)}</code>"
     sample = data.get("partial_unexpected_list")
+    counted = data.get("unexpected_counts")
     parts = []
-    if isinstance(sample, list) and sample:
-        parts.append("e.g. " + ", ".join(escape(json.dumps(v, ensure_ascii=False)) for v in sample[:10]))
+    if isinstance(counted, list) and counted:
+        parts.append(_counted(counted, "rows"))
+    elif isinstance(sample, list) and sample:
+        parts.append(_counted(_sample_counts(sample), f"of the first {len(sample)} unexpected rows"))
     elif isinstance(sample, str):
         parts.append(escape(sample))
     if data.get("exception"):
         parts.append("error: " + escape(str(data["exception"])))
     return "<br>".join(parts)
+
+
+def _value(value: object) -> str:
+    return escape(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _counted(counts: list[dict], unit: str) -> str:
+    """Distinct unexpected values with how many rows hold each: `"N/A" ×12, "一百二" ×3`."""
+    shown = ", ".join(f"{_value(c.get('value'))} ×{c.get('count')}" for c in counts[:10])
+    more = f" (+{len(counts) - 10} more)" if len(counts) > 10 else ""
+    return f'<span title="distinct values, with the number of {escape(unit)} holding each">{shown}{more}</span>'
+
+
+def _sample_counts(sample: list) -> list[dict]:
+    """Results stored before value counts were kept: the sample's distinct values, counted within the sample."""
+    counts: dict[str, dict] = {}
+    for value in sample:
+        key = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+        counts.setdefault(key, {"value": value, "count": 0})["count"] += 1
+    return sorted(counts.values(), key=lambda c: -c["count"])
 
 
 def _result_rows(batch: pl.DataFrame) -> list[list[str]]:
@@ -170,7 +194,15 @@ def _contract_page(contract: Contract, results: pl.DataFrame, ledger: pl.DataFra
     latest = results.filter(pl.col("batch_id") == latest_id)
     ledger_row = ledger.filter(pl.col("batch_id") == latest_id)
     reason = ledger_row["reason"][0] if ledger_row.height and ledger_row["reason"][0] else ""
-    headers = ["Column", "Rule", "Expectation", "Result", "Unexpected / rows", "Observed", "Contract rule"]
+    headers = [
+        "Column",
+        "Rule",
+        "Expectation",
+        "Result",
+        "Unexpected / rows",
+        "Unexpected values (distinct × rows)",
+        "Contract rule",
+    ]
     body = (
         header
         + f"<h2>Latest batch {escape(latest_id)}</h2>"
@@ -195,7 +227,7 @@ def build_data_docs(warehouse: Warehouse, out_dir: str | Path) -> Path:
         mine = results.filter(pl.col("contract_id") == contract.id)
         theirs = ledger.filter(pl.col("contract_id") == contract.id)
         (out / page_name(contract.id)).write_text(_contract_page(contract, mine, theirs), encoding="utf-8")
-    built = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    built = datetime.now(UTC).astimezone(CST).strftime("%Y-%m-%d %H:%M CST")
     index = out / "index.html"
     index.write_text(_index(contracts, _summary(results, ledger), built), encoding="utf-8")
     return index

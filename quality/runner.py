@@ -10,6 +10,7 @@ duplicates rows nor re-runs GX.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -29,12 +30,14 @@ from ingestion.ledger import already_written, append_once, batch_transaction
 from ingestion.validation import Validated
 from ingestion.warehouse import QUALITY_RESULTS, Warehouse
 from quality import _gx
+from quality.decided import decided_results
 from quality.results import RESULTS_SCHEMA, read_results
 from quality.suites import build_suite, suite_name
 
 # BASIC gives the counts plus a sample of 20 unexpected values, enough for a data officer; SUMMARY also
 # computes row indexes and costs half as much again on 1M rows.
 RESULT_FORMAT = "BASIC"
+ENGINES = ("decided", "gx")
 _SAMPLE_KEYS = ("partial_unexpected_list",)
 _NOT_NULL = "expect_column_values_to_not_be_null"
 _KEPT_KEYS = ("observed_value", "missing_count", "missing_percent", "unexpected_percent_total")
@@ -96,13 +99,65 @@ def run_suite(contract: Contract, frame: pl.DataFrame) -> list[ExpectationValida
     return list(outcome.results)
 
 
+def quality_engine() -> str:
+    """`decided` (default: the results from validation's own decisions, quality/decided.py) or `gx` (GX's pandas
+    engine over the rows again, the reference), from YIWANG_QUALITY_ENGINE."""
+    engine = os.environ.get("YIWANG_QUALITY_ENGINE", "decided")
+    if engine not in ENGINES:
+        raise ValueError(f"YIWANG_QUALITY_ENGINE={engine!r}: use one of {', '.join(ENGINES)}")
+    return engine
+
+
+def suite_results(contract: Contract, validated: Validated) -> list[ExpectationValidationResult]:
+    """The contract suite's results on a validated batch, by the configured engine."""
+    if quality_engine() == "decided":
+        return decided_results(contract, validated)
+    frame = validated.typed.select([c for c in contract.column_names if c in validated.typed.columns])
+    return run_suite(contract, frame)
+
+
 def _is_sensitive(contract: Contract, columns: list[str]) -> bool:
     names = {c.name for c in contract.sensitive_columns}
     return any(c in names for c in columns)
 
 
-def _observed(result: ExpectationValidationResult, sensitive: bool) -> str:
-    """What GX saw, minus the values of sensitive columns (ID numbers must not leave bronze).
+TOP_VALUES = 10  # distinct unexpected values kept with their counts
+
+
+def unexpected_counts(typed: pl.DataFrame | None, columns: list[str], sample: list[Any]) -> list[dict[str, Any]]:
+    """The distinct values of a sample of unexpected values, each with the number of rows of the batch that hold it,
+    most frequent first (at most TOP_VALUES): `"N/A" ×12` instead of the same value repeated in the sample.
+
+    A column map expectation judges a value alone, so every row holding a sampled value is unexpected."""
+    if typed is None or len(columns) != 1 or columns[0] not in typed.columns or not isinstance(sample, list):
+        return []
+    distinct = [v for v in dict.fromkeys(v for v in sample if v is not None and not isinstance(v, dict | list))]
+    if not distinct:
+        return []
+    name = columns[0]
+    try:
+        wanted = pl.Series(distinct, dtype=typed.schema[name], strict=False).drop_nulls()
+        counts = (
+            typed.select(name)
+            .filter(pl.col(name).is_in(wanted.implode()))
+            .group_by(name)
+            .len()
+            .sort(["len", name], descending=[True, False])
+            .head(TOP_VALUES)
+        )
+    except (pl.exceptions.PolarsError, TypeError, ValueError):
+        return []
+    return [{"value": value, "count": count} for value, count in counts.iter_rows()]
+
+
+def _observed(
+    result: ExpectationValidationResult,
+    sensitive: bool,
+    typed: pl.DataFrame | None = None,
+    columns: list[str] | None = None,
+) -> str:
+    """What GX saw, minus the values of sensitive columns (ID numbers must not leave bronze), with the distinct
+    unexpected values and their counts in the batch (`unexpected_counts`) when the typed rows are given.
 
     A sample of a not-null expectation's unexpected values is a list of nulls: left out.
     """
@@ -113,13 +168,16 @@ def _observed(result: ExpectationValidationResult, sensitive: bool) -> str:
     for key in samples:
         if key in found:
             observed[key] = "withheld: sensitive column" if sensitive else found[key]
+            counted = [] if sensitive else unexpected_counts(typed, columns or [], found[key])
+            if counted:
+                observed["unexpected_counts"] = counted
     info = result.exception_info or {}
     if info.get("raised_exception"):
         observed["exception"] = str(info.get("exception_message"))
     return json.dumps(observed, ensure_ascii=False, default=str)
 
 
-def _row(contract: Contract, result: ExpectationValidationResult) -> dict[str, Any]:
+def _row(contract: Contract, result: ExpectationValidationResult, typed: pl.DataFrame | None = None) -> dict[str, Any]:
     config = result.expectation_config
     assert config is not None
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
@@ -132,17 +190,19 @@ def _row(contract: Contract, result: ExpectationValidationResult) -> dict[str, A
         "unexpected_count": found.get("unexpected_count"),
         "element_count": found.get("element_count"),
         "unexpected_percent": found.get("unexpected_percent"),
-        "observed": _observed(result, _is_sensitive(contract, columns)),
+        "observed": _observed(result, _is_sensitive(contract, columns), typed, columns),
         "rule": config.meta.get("rule", ""),
         "contract_rule": config.meta.get("contract_rule"),
         "kwargs": json.dumps(kwargs, ensure_ascii=False, default=str),
     }
 
 
-def results_table(batch: Batch, results: list[ExpectationValidationResult], run_at: datetime) -> pa.Table:
-    """The rows of ops/quality_results for one batch."""
+def results_table(
+    batch: Batch, results: list[ExpectationValidationResult], run_at: datetime, typed: pl.DataFrame | None = None
+) -> pa.Table:
+    """The rows of ops/quality_results for one batch; `typed` (the batch's typed rows) adds value counts."""
     contract = batch.contract
-    rows = [_row(contract, r) for r in results]
+    rows = [_row(contract, r, typed) for r in results]
     constant = {
         "contract_id": contract.id,
         "batch_id": batch.batch_id,
@@ -166,8 +226,7 @@ def validate_batch(batch: Batch, validated: Validated, warehouse: Warehouse) -> 
     if already_written(warehouse, QUALITY_RESULTS, app_id):
         stored = _stored(warehouse, batch)
         return QualityResult(contract.id, batch.batch_id, stored, False, time.perf_counter() - started)
-    frame = validated.typed.select([c for c in contract.column_names if c in validated.typed.columns])
-    table = results_table(batch, run_suite(contract, frame), datetime.now(UTC))
+    table = results_table(batch, suite_results(contract, validated), datetime.now(UTC), validated.typed)
     written = append_once(warehouse, QUALITY_RESULTS, table, app_id)
     rows = pl.from_arrow(table)
     assert isinstance(rows, pl.DataFrame)

@@ -5,16 +5,19 @@
 (one row per department, `contract_id` null), so one filter picks the view.
 
 - completeness: share of non-null cells over every contract column, read off the not-null expectations
-  (required and optional) of each contract's latest validated batch up to `as_of`. A department's is
+  (required and optional) of each contract's latest validated batch with rows up to `as_of`. A department's is
   pooled over its contracts' cells.
 - validity: 1 - invalid / delivered records over the ledger's batches in the window (the `window_days`
   days up to `as_of`, by extraction time). Invalid = quarantined records of loaded batches + every
   record of a rejected batch. A rejected batch whose row count is unknown (its manifest could not be
   read) counts as the contract's mean delivered batch size, or as one record when there is none.
-- timeliness: a contract is on time when its latest loaded batch was extracted no more than
-  `contract.cadence_days` before the end of `as_of` (midnight China Standard Time). A contract that
-  never delivered is late. A department's timeliness is the share of its contracts on time;
-  `days_since_last_delivery` is its worst contract's.
+- timeliness: proportional to how late a contract's latest loaded batch is. With `d` the days from its
+  extraction to the end of `as_of` (midnight China Standard Time) and `c` the contract's cadence in days
+  (`contract.cadence_days`): 1 while `d <= c` (on time), then falling linearly to 0 at `d = (1 +
+  LATE_CADENCES) * c`, i.e. `1 - (d - c) / (LATE_CADENCES * c)`, floored at 0: an hourly feed two hours
+  old scores 0.5, a daily feed a day and a half old 0.75, any feed that missed two of its deliveries 0.
+  A contract that never delivered scores 0. A department's timeliness is the mean of its contracts';
+  `contracts_on_time` counts those with `d <= c`, `days_since_last_delivery` is its worst contract's.
 - overall_score: the mean of the three scores that are known (null ones are left out).
 """
 
@@ -25,15 +28,16 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
-from deltalake import write_deltalake
 
 from ingestion.contract import Contract, batch_contracts
 from ingestion.ledger import read_ledger
+from ingestion.replace import replace_table
 from ingestion.warehouse import QUALITY_SCORECARD, Warehouse
 from quality.results import COMPLETENESS, REQUIRED, read_results
 
 CHINA = timezone(timedelta(hours=8))
 DEFAULT_WINDOW_DAYS = 30
+LATE_CADENCES = 2.0  # timeliness reaches 0 when the latest delivery is this many cadences overdue
 SCORES = ("completeness", "validity", "timeliness", "overall_score")
 
 
@@ -99,8 +103,13 @@ def _last_delivery(ledger: pl.DataFrame, end: datetime) -> pl.DataFrame:
 
 
 def _completeness(results: pl.DataFrame, end: datetime) -> pl.DataFrame:
-    """Null and checked cells of each contract's latest validated batch up to `end`."""
-    not_null = results.filter(pl.col("rule").is_in([REQUIRED, COMPLETENESS]) & (pl.col("extracted_at") <= end))
+    """Null and checked cells of each contract's latest validated batch up to `end` that held rows (an empty
+    incremental batch, an hour without grid reports, says nothing about completeness)."""
+    not_null = results.filter(
+        pl.col("rule").is_in([REQUIRED, COMPLETENESS])
+        & (pl.col("extracted_at") <= end)
+        & (pl.col("element_count").fill_null(0) > 0)
+    )
     latest = not_null.group_by("contract_id").agg(pl.col("batch_ordinal").max())
     return (
         not_null.join(latest, on=["contract_id", "batch_ordinal"], how="semi")
@@ -146,16 +155,35 @@ def contract_scores(
             .then(None)
             .otherwise((pl.col("days_since_last_delivery") <= pl.col("cadence_days")).fill_null(False))
             .alias("on_time"),
+            _timeliness().alias("_timeliness"),
         )
     )
-    return frame.with_columns(
-        pl.lit("contract").alias("grain"),
-        pl.lit(1).cast(pl.Int64).alias("contracts"),
-        pl.col("on_time").cast(pl.Int64).alias("contracts_on_time"),
-        _ratio("cells_null", "cells_checked").alias("completeness"),
-        _ratio("rows_invalid", "rows_delivered").alias("validity"),
-        pl.col("on_time").cast(pl.Float64).alias("timeliness"),
-    ).with_columns(_overall())
+    return (
+        frame.with_columns(
+            pl.lit("contract").alias("grain"),
+            pl.lit(1).cast(pl.Int64).alias("contracts"),
+            pl.col("on_time").cast(pl.Int64).alias("contracts_on_time"),
+            _ratio("cells_null", "cells_checked").alias("completeness"),
+            _ratio("rows_invalid", "rows_delivered").alias("validity"),
+            pl.col("_timeliness").alias("timeliness"),
+        )
+        .drop("_timeliness")
+        .with_columns(_overall())
+    )
+
+
+def _timeliness() -> pl.Expr:
+    """1 on time, falling linearly to 0 at LATE_CADENCES cadences overdue; 0 when nothing was delivered."""
+    days, cadence = pl.col("days_since_last_delivery"), pl.col("cadence_days")
+    late = ((days - cadence) / (LATE_CADENCES * cadence)).clip(lower_bound=0.0)
+    return (
+        pl.when(cadence.is_null())
+        .then(None)
+        .when(days.is_null())
+        .then(0.0)
+        .otherwise((1.0 - late).clip(lower_bound=0.0))
+        .cast(pl.Float64)
+    )
 
 
 def _ratio(bad: str, total: str) -> pl.Expr:
@@ -164,7 +192,7 @@ def _ratio(bad: str, total: str) -> pl.Expr:
 
 
 def department_scores(per_contract: pl.DataFrame) -> pl.DataFrame:
-    """Pool the contract rows: cells and records are summed, timeliness is the share of contracts on time."""
+    """Pool the contract rows: cells and records are summed, timeliness is the mean of the contracts'."""
     summed = [
         "contracts",
         "batches_loaded",
@@ -254,40 +282,62 @@ def build_scorecard(
 ) -> pl.DataFrame:
     """Score every batch contract and its department as of a day; overwrite ops/quality_scorecard."""
     scorecard = score(read_ledger(warehouse), read_results(warehouse), as_of, contracts, window_days)
-    write_deltalake(
-        warehouse.uri(QUALITY_SCORECARD),
-        scorecard.to_arrow(),
-        mode="overwrite",
-        schema_mode="overwrite",
-        storage_options=warehouse.options(),
-    )
+    replace_table(warehouse, QUALITY_SCORECARD, scorecard.to_arrow())
     return scorecard
 
 
-def render_scorecard_png(scorecard: pl.DataFrame, path: str | Path) -> Path:
-    """A heat map, one row per department and one column per score, for a data officer's report.
+SCORE_LABELS = {
+    "completeness": "完整性 completeness",
+    "validity": "有效性 validity",
+    "timeliness": "及时性 timeliness",
+    "overall_score": "综合 overall",
+}
 
-    Labels are the departments' pinyin codes: the machines here have no CJK font.
+
+def department_names() -> dict[str, str]:
+    """Department code -> its Chinese name (区民政局), from the reference departments."""
+    from thematic_libs.reference import load_departments
+
+    table = load_departments()
+    return dict(zip(table["department_code"].to_pylist(), table["name_zh"].to_pylist(), strict=True))
+
+
+def row_labels(codes: list[str], chinese: bool) -> list[str]:
+    """A department's row label: its Chinese name and code (`区民政局 minzheng`), or the code without a CJK font."""
+    names = department_names() if chinese else {}
+    return [f"{names[code]} {code}" if code in names else code for code in codes]
+
+
+def render_scorecard_png(scorecard: pl.DataFrame, path: str | Path) -> Path:
+    """A heat map, one row per department (its Chinese name) and one column per score, for a data officer.
+
+    Chinese needs a CJK font (quality/fonts.py, installed by `make setup`); without one the rows fall back to
+    the departments' pinyin codes rather than empty boxes.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from quality.fonts import use_cjk_font
+
+    chinese = use_cjk_font() is not None
     departments = scorecard.filter(pl.col("grain") == "department").sort("department")
     values = departments.select(pl.col(list(SCORES)).cast(pl.Float64)).to_numpy()
-    labels = departments["department"].to_list()
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(labels), 3) + 1.6))
+    labels = row_labels(departments["department"].to_list(), chinese)
+    fig, ax = plt.subplots(figsize=(8.5, 0.42 * max(len(labels), 3) + 1.6))
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#d9d9d9")  # grey: nothing to score yet
     image = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(SCORES)), [s.replace("_", " ") for s in SCORES])
+    columns = [SCORE_LABELS[s] if chinese else s.replace("_", " ") for s in SCORES]
+    ax.set_xticks(range(len(SCORES)), columns, fontsize=9)
     ax.set_yticks(range(len(labels)), labels)
     ax.xaxis.tick_top()
     for (row, col), value in _cells(values):
         text = "n/a" if value != value else f"{value:.0%}"
         ax.text(col, row, text, ha="center", va="center", fontsize=8)
     as_of = scorecard["as_of"].max() if scorecard.height else None
-    ax.set_title(f"Data quality by department, as of {as_of}", pad=28, fontsize=11)
+    title = f"Data quality by department, as of {as_of}"
+    ax.set_title(f"各部门数据质量 · {title}" if chinese else title, pad=28, fontsize=11)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     fig.tight_layout()
     target = Path(path)

@@ -129,7 +129,7 @@ def test_one_row_per_contract_topic_and_product(built: Warehouse) -> None:
     rows = _rows(built)
     assert set(rows) == set(all_datasets(built))
     layers = pl.DataFrame(list(rows.values())).group_by("layer").len()
-    assert dict(layers.iter_rows()) == {"silver": len(batch_contracts()), "stream": 3, "gold": 32}
+    assert dict(layers.iter_rows()) == {"silver": len(batch_contracts()), "stream": 3, "gold": 33}
     assert {"minzheng.assistance_members", "stream.iot_sensor_readings", "party.grid_coverage"} <= set(rows)
     assert rows["social_assistance.case_review"]["restricted"] is True
     assert rows["emergency.waterlogging_summary"]["sharing_type"] == "unconditional"

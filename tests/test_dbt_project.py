@@ -310,11 +310,16 @@ def test_dagster_definitions_map_sources_to_silver_assets(dagster_warehouse: Pat
     assert set(resources) == {"dbt"}
     by_name = {a.node_def.name: a for a in assets}
     before, after = by_name["yiwang_dbt"], by_name["yiwang_dbt_after_gold"]
-    contracts = batch_contracts().values()
+    contracts_by_id = batch_contracts()
+    contracts = contracts_by_id.values()
     staging = {AssetKey(["staging", model_name(c)]) for c in contracts}
     assert staging <= set(before.keys)
     assert set(before.dependency_keys) >= {AssetKey(["silver", c.department, c.dataset]) for c in contracts}
-    assert {"staging", "intermediate", "marts"} <= set(before.group_names_by_key.values())
+    # grouped by business domain (orchestration/asset_layout.py), the layer a tag; seeds are reference data
+    assert {"party", "enterprises", "emergency", "dispatch", "reference"} <= set(before.group_names_by_key.values())
+    assert {"staging", "intermediate", "marts", "reference"} <= {spec.tags["layer"] for spec in before.specs}
+    members = AssetKey(["staging", model_name(contracts_by_id["zuzhibu.party_members"])])
+    assert before.group_names_by_key[members] == "party"
     # models over the gold tables built in Python run in the second invocation, after those assets
     assert AssetKey(["marts", "dispatch_kpis_by_area"]) in after.keys
     assert AssetKey(["marts", "dispatch_kpis_by_area"]) not in before.keys
@@ -347,10 +352,16 @@ def test_dagster_materialises_a_staging_model_and_its_checks(dagster_warehouse: 
 
     assets, resources = build_dbt_definitions()
     key = AssetKey(["staging", "stg_zhihui__ticket_outcomes"])
-    result = materialize(assets, resources=resources, selection=[key])
+    seed = AssetKey(["reference", "departments"])
+    result = materialize(assets, resources=resources, selection=[key, seed])
     assert result.success
-    assert [e.asset_key for e in result.get_asset_materialization_events()] == [key]
+    events = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert set(events) == {key, seed}
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
+    # the UI's row count (tables: a view's would cost its query) and column schema, read after dbt released the file
+    assert events[seed]["dagster/row_count"].value > 0
+    assert "ticket_id" in {c.name for c in events[key]["dagster/column_schema"].value.columns}
+    # ...and released again: this process opens the file read-write, as the next dbt invocation would
     with duckdb.connect(os.environ["YIWANG_DUCKDB"]) as connection:
         assert connection.sql(f"select count(*) from staging.{key.path[-1]}").fetchall() == [(ROWS_PER_TABLE,)]

@@ -114,6 +114,13 @@ def test_yiwang_run_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "yiwang run summary" in result.stdout and "Rejected batches" in result.stdout
+    # the terminal shows a line per stage and the summary; dbt, Dagster and the rest are in the run's log
+    assert len((result.stdout + result.stderr).splitlines()) < 90, result.stdout
+    assert "landing → bronze" in result.stdout and "dbt models, tests" in result.stdout
+    assert "dbt build" not in result.stdout + result.stderr and "Telemetry" not in result.stdout + result.stderr
+    logs = list((tmp_path / "home" / "logs").glob("run-*.log"))
+    assert len(logs) == 1 and "dbt build" in logs[0].read_text(encoding="utf-8")
+    assert logs[0].name in result.stdout.replace("\n", "")  # the summary names it
     home = tmp_path / "home"
     assert (home / "reports" / "data_docs" / "index.html").exists()
     assert (home / "reports" / "quality_scorecard.png").stat().st_size > 1000

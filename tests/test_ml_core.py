@@ -108,7 +108,7 @@ def test_algorithms_are_data() -> None:
     assert {"helmet", "garbage_overflow", "street_vending"} <= set(algorithms)
     helmet = get_algorithm("helmet")
     assert helmet.class_names[0] == "rider_no_helmet" and helmet.event_classes == ["rider_no_helmet"]
-    assert helmet.input_size == 448 and 0 < helmet.score_threshold < 1
+    assert helmet.input_size == 320 and 0 < helmet.score_threshold < 1
     assert helmet.event_rule.min_detections >= 1 and helmet.event_rule.window_minutes > 0
     assert helmet.label_zh("rider_no_helmet")
     with pytest.raises(KeyError):

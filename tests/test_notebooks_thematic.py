@@ -1,7 +1,8 @@
 """The analyst notebook `notebooks/thematic_libraries.ipynb` runs headless against a warehouse `yiwang run` built.
 
 One small demo landing zone (1,000 residents) goes through `yiwang run` in a subprocess, exactly what
-`make run` does, so every gold table the notebook reads is the real one; then the notebook is executed
+`make run` does (the session fixture `demo_run` of tests/conftest.py, shared with the Superset tests), so every
+gold table the notebook reads is the real one; then the notebook is executed
 with nbclient in a fresh kernel, pointed at that warehouse by YIWANG_WAREHOUSE.
 """
 
@@ -9,19 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
+from tests.conftest import DemoRun
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "thematic_libraries.ipynb"
-# Seed 3 at this scale: its planted defects quarantine no party organisation that has branches below it
-# (an orphaned branch fails the org tree's relationship test in dbt, and dbt then skips the party marts).
-SCALE, SEED = 0.05, 3
 TABLES = (
     "party/grid_coverage",
     "party/member_households",
@@ -38,25 +36,9 @@ TABLES = (
 
 
 @pytest.fixture(scope="module")
-def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingestion.demo import generate_landing_zone
-
-    root = tmp_path_factory.mktemp("thematic_notebook")
-    summary = generate_landing_zone(root / "landing", scale=SCALE, seed=SEED, progress=False)
-    env = {**os.environ, "YIWANG_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1"}
-    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
-        env.pop(name, None)
-    yiwang = Path(sys.executable).parent / "yiwang"
-    done = subprocess.run(
-        [str(yiwang), "run", "--landing", str(root / "landing"), "--as-of", summary.as_of.isoformat()],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return root / "home" / "warehouse"
+def built_warehouse(demo_run: DemoRun) -> Path:
+    """The session's demo warehouse (tests/conftest.py: `yiwang run` on 1,000 residents, seed 3)."""
+    return demo_run.warehouse
 
 
 @contextmanager
@@ -90,15 +72,18 @@ def outputs(notebook) -> list[dict]:
     return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
 
 
-def test_notebook_is_saved_without_outputs():
+def test_notebook_is_saved_with_its_pictures():
+    """A reader sees the charts without running anything (`make notebooks-save` wrote them, on the demo)."""
     import nbformat
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert notebook.cells and all(
-        not cell.get("outputs") and cell.get("execution_count") is None
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-    )
+    produced = outputs(notebook)
+    assert "error" not in [o["output_type"] for o in produced]
+    assert len([o for o in produced if "image/png" in o.get("data", {})]) >= 12
+    charts = [cell for cell in notebook.cells if cell.cell_type == "code" and "plt.show()" in cell.source]
+    assert charts and all(cell.get("outputs") for cell in charts)
+    fonts = [o["text"] for o in produced if o["output_type"] == "stream" and "Chinese font:" in o.get("text", "")]
+    assert fonts and "none installed" not in fonts[0]
 
 
 @pytest.mark.slow
@@ -113,6 +98,7 @@ def test_notebook_runs_and_draws_every_section(built_warehouse, tmp_path):
         str(o.get("text", "")) + json.dumps(o.get("data", {}), ensure_ascii=False) for o in produced if "data" in o
     ) + "\n".join(str(o.get("text", "")) for o in produced if o["output_type"] == "stream")
     assert f"warehouse: {built_warehouse}" in text
+    assert "Chinese font: " in text and "none installed" not in text  # the charts carry Chinese names
     for table in TABLES:
         assert table in text, table
     assert "members are linked to fewer than 2 households" in text

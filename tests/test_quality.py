@@ -200,6 +200,29 @@ def test_data_docs_index_and_contract_pages(landed: Warehouse, tmp_path: Path) -
     assert (tmp_path / "docs" / "zuzhibu.party_members.html").is_file()  # no results yet: still a page
 
 
+def test_data_docs_show_distinct_unexpected_values_with_their_counts(tmp_path: Path) -> None:
+    """A department that sends the same wrong code on many rows: one value with its count, not ten copies."""
+    landing = tmp_path / "landing"
+    rows = [_person(i) for i in range(100)]
+    for i in (3, 5, 8):
+        rows[i]["status"] = "gone"
+    rows[9]["status"] = "lost"
+    write_batch(landing, HOUSEHOLD, "20261101T020000", rows)
+    warehouse = Warehouse.at(tmp_path / "warehouse")
+    for batch_dir in find_batches(landing):
+        ingest_batch(batch_dir, warehouse, on_validated=QualityRecorder(warehouse))
+    status = read_results(warehouse, HOUSEHOLD).filter(
+        (pl.col("column") == "status") & (pl.col("expectation") == "expect_column_values_to_be_in_set")
+    )
+    observed = json.loads(status["observed"][0])
+    assert observed["unexpected_counts"] == [{"value": "gone", "count": 3}, {"value": "lost", "count": 1}]
+    build_data_docs(warehouse, tmp_path / "docs")
+    page = (tmp_path / "docs" / f"{HOUSEHOLD}.html").read_text(encoding="utf-8")
+    assert "&quot;gone&quot; ×3, &quot;lost&quot; ×1" in page
+    assert page.count("&quot;gone&quot;") == 1
+    assert "CST" in (tmp_path / "docs" / "index.html").read_text(encoding="utf-8")
+
+
 # --- scorecard ----------------------------------------------------------------------------------
 
 
@@ -302,6 +325,52 @@ def test_scorecard_numbers_on_a_hand_made_ledger() -> None:
     fund = by[("department", "gongjijin")]
     assert fund["validity"] is None and fund["timeliness"] == 0.0 and fund["overall_score"] == 0.0
     assert by[("contract", FUND)]["days_since_last_delivery"] is None
+
+
+@pytest.mark.parametrize(
+    ("extracted", "timeliness"),
+    [
+        ("2026-11-10T02:00:00", 1.0),  # 22 h before the end of the day: on time (cadence 1 day)
+        ("2026-11-10T00:00:00", 1.0),  # exactly one cadence before the end of the as-of day: still on time
+        ("2026-11-09T12:00:00", 0.75),  # half a day late: a quarter of the way to 0 (two cadences)
+        ("2026-11-09T00:00:00", 0.5),  # a day late
+        ("2026-11-08T00:00:00", 0.0),  # two deliveries missed
+        ("2026-10-30T00:00:00", 0.0),  # floored at 0
+    ],
+)
+def test_timeliness_falls_in_proportion_to_how_late_the_latest_delivery_is(extracted: str, timeliness: float) -> None:
+    ledger = _ledger([(HOUSEHOLD, "20261101T020000", "loaded", 100, 0, extracted)])
+    empty = pl.from_arrow(RESULTS_SCHEMA.empty_table())
+    card = score(ledger, empty, date(2026, 11, 10), [get_contract(HOUSEHOLD), get_contract(FUND)])
+    contract = card.filter(pl.col("contract_id") == HOUSEHOLD).row(0, named=True)
+    assert contract["timeliness"] == pytest.approx(timeliness)
+    assert contract["contracts_on_time"] == (1 if timeliness == 1.0 else 0)
+    department = card.filter((pl.col("grain") == "department") & (pl.col("department") == "gongan")).row(0, named=True)
+    assert department["timeliness"] == pytest.approx(timeliness)
+
+
+def test_an_hourly_feed_two_hours_old_is_half_on_time() -> None:
+    hourly = "zhengshu.hotline_appeals"
+    ledger = _ledger([(hourly, "20261110T220000", "loaded", 10, 0, "2026-11-10T22:00:00")])
+    card = score(ledger, pl.from_arrow(RESULTS_SCHEMA.empty_table()), date(2026, 11, 10), [get_contract(hourly)])
+    assert card.filter(pl.col("contract_id") == hourly)["timeliness"][0] == pytest.approx(0.5)
+
+
+def test_an_empty_latest_batch_leaves_completeness_to_the_last_batch_with_rows() -> None:
+    ledger = _ledger(
+        [
+            (HOUSEHOLD, "20261109T020000", "loaded", 100, 0, "2026-11-09T02:00:00"),
+            (HOUSEHOLD, "20261110T020000", "loaded", 0, 0, "2026-11-10T02:00:00"),
+        ]
+    )
+    results = pl.concat(
+        [
+            _not_null_results(HOUSEHOLD, "20261109T020000", "2026-11-09T02:00:00", [(0, 100), (20, 100)]),
+            _not_null_results(HOUSEHOLD, "20261110T020000", "2026-11-10T02:00:00", [(0, 0), (0, 0)]),
+        ]
+    )
+    card = score(ledger, results, date(2026, 11, 10), [get_contract(HOUSEHOLD)])
+    assert card.filter(pl.col("contract_id") == HOUSEHOLD)["completeness"][0] == pytest.approx(0.9)
 
 
 def test_build_scorecard_overwrites_the_table_and_draws_a_picture(landed: Warehouse, tmp_path: Path) -> None:

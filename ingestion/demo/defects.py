@@ -19,6 +19,7 @@ import polars as pl
 from ingestion.contract import Column, Contract
 from ingestion.demo.common import Batch, RowLabel, rng
 from ingestion.demo.ids import messy_form, wrong_ric_check, wrong_uscc_check
+from ingestion.demo.timeline import HOURLY_TIMES
 
 RULES = ("required", "type", "pattern", "allowed_values", "range", "check_character", "duplicate_key")
 MAX_BAD_SHARE = 0.04
@@ -42,7 +43,7 @@ BAD_BATCHES = (
     BadBatch("zhengshu.enterprise_appeals", 1, "sha256"),
     BadBatch("qixiang.rainfall_forecast", 2, "unknown_version"),
     BadBatch("zhengshu.video_cameras", 1, "too_many_bad_rows"),
-    BadBatch("chengguan.grid_reports", 3, "no_manifest"),
+    BadBatch("chengguan.grid_reports", len(HOURLY_TIMES) - 1, "no_manifest"),  # the last: nothing waits behind it
 )
 
 

@@ -1,0 +1,290 @@
+"""Benchmark: the whole `yiwang run` against a bare load of the same landing zone (issue 16).
+
+In one process, alternated and repeated on the same demo landing zone (generated once per scale):
+
+- **bare load**, the floor: every data file of every complete batch read with pyarrow (CSV in its declared
+  encoding, Parquet, JSON lines) and one `write_deltalake` per contract (its batches concatenated);
+- **full run**: the platform job as `yiwang run --full` executes it, into a fresh warehouse and DuckDB file;
+- **nothing new**: `yiwang run` again on that warehouse (the incremental planner finds nothing to do);
+
+per stage, from Dagster's step events: bronze (landing, with the quality pass inside), quality (the Great
+Expectations pass alone, from the bronze assets' metadata), silver, dbt (both invocations), gold (Python gold
+assets and the mart exports), cross-check, other (ops, sharing, video); and the peak resident memory of the
+process in each stage, sampled every 0.1 s.
+
+Scales: the demo generator's `--scale` (1.0 = 20,000 residents): 10 (200,000) and 50 (1 M). Targets on 2 cores:
+full run within 6 x the bare load at scale 10; bronze + silver within 2.5 x; nothing new under 10 s; at 1 M
+residents the full run under 5 minutes with peak memory under 4 GB.
+
+Run: `python -m bench.pipeline [--scales 10 50] [--repeat 2]` (make bench runs `--scales 10 --repeat 2`);
+figures in bench/out/pipeline.json; copy them into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+from deltalake import write_deltalake
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "pipeline.json"
+WORK = Path(os.environ.get("YIWANG_BENCH_DIR", "/tmp/yiwang-bench-pipeline"))
+RESIDENTS_PER_SCALE = 20_000
+STAGES = ("bronze", "quality", "silver", "dbt", "gold", "crosscheck", "other")
+
+
+class MemorySampler:
+    """The process's resident memory every `interval` seconds, in a thread, with the time of each sample."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._process = psutil.Process()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._process.memory_info().rss))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, start: float | None = None, end: float | None = None) -> int:
+        values = [rss for at, rss in self.samples if (start is None or at >= start) and (end is None or at <= end)]
+        return max(values, default=0)
+
+
+def generate(scale: float) -> tuple[Path, str]:
+    """The demo landing zone of a scale (made once, kept under WORK) and its as-of date."""
+    from ingestion.demo import generate_landing_zone
+
+    landing = WORK / f"scale{scale:g}" / "landing"
+    marker = landing.parent / "as_of.txt"
+    if not marker.is_file():
+        shutil.rmtree(landing, ignore_errors=True)
+        summary = generate_landing_zone(landing, scale=scale)
+        marker.write_text(str(summary.as_of), encoding="utf-8")
+    return landing, marker.read_text(encoding="utf-8").strip()
+
+
+def _read_part(path: Path, fmt: str, encoding: str) -> pa.Table:
+    if fmt == "parquet":
+        return pq.read_table(path)
+    if fmt == "jsonl":
+        return pajson.read_json(path)
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=encoding),
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+    )
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """The batches of a contract as one table; where pyarrow inferred a column differently in two files (a planted
+    bad value makes a number column text), that column is text in all of them, as a bare load would keep it."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        texts = [t.cast(pa.schema([pa.field(f.name, pa.string()) for f in t.schema])) for t in tables]
+        return pa.concat_tables(texts, promote_options="permissive")
+
+
+def bare_load(landing: Path, warehouse: Path) -> dict[str, Any]:
+    """Read every part of every complete batch with pyarrow, one write_deltalake per contract: the floor."""
+    from ingestion.landing import find_batches, read_manifest
+
+    started = time.perf_counter()
+    by_contract: dict[str, list[pa.Table]] = defaultdict(list)
+    rows = 0
+    for batch in find_batches(landing):
+        if not batch.is_complete:
+            continue
+        manifest = read_manifest(batch)
+        encoding = str(manifest.get("encoding", "utf-8")).lower()
+        for part in manifest.get("files", []):
+            path = batch.path / str(part["name"])
+            fmt = str(part.get("format") or path.suffix.lstrip("."))
+            if fmt not in ("csv", "parquet", "jsonl") or not path.is_file():
+                continue
+            try:
+                table = _read_part(path, fmt, encoding)
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                continue  # a planted broken file: the platform quarantines or rejects it
+            by_contract[batch.contract_id].append(table)
+            rows += table.num_rows
+    for contract_id, tables in by_contract.items():
+        merged = _concat(tables)
+        write_deltalake(str(warehouse / "bare" / contract_id.replace(".", "/")), merged, mode="overwrite")
+    return {"seconds": round(time.perf_counter() - started, 2), "rows": rows, "contracts": len(by_contract)}
+
+
+def _stage(asset_key: list[str]) -> str:
+    layer = asset_key[0]
+    if layer in ("bronze", "silver"):
+        return layer
+    if layer in ("staging", "intermediate", "marts", "reference"):
+        return "dbt"
+    if layer == "gold" and len(asset_key) > 1 and asset_key[1] == "social_assistance":
+        return "crosscheck"
+    if layer == "gold":
+        return "gold"
+    return "other"
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, full: bool) -> dict[str, Any]:
+    """`yiwang run` (the full job, or what the incremental planner selects) in process, timed per stage."""
+    from dagster import DagsterInstance
+
+    from ingestion.warehouse import Warehouse
+    from orchestration.cli import _plan, _run_settings
+    from orchestration.definitions import PLATFORM_JOB, build_definitions
+    from orchestration.incremental import incremental_selection, record_state
+    from orchestration.settings import Settings
+
+    with _environment({"YIWANG_HOME": str(home)}):
+        settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))
+        started = time.perf_counter()
+        plan = _plan(settings, full)
+        if plan.kind == "nothing_new":
+            return {"kind": plan.kind, "seconds": round(time.perf_counter() - started, 2), "stages": {}}
+        defs = build_definitions(settings)
+        job = defs.resolve_job_def(PLATFORM_JOB)
+        selection = None
+        if plan.kind == "incremental":
+            selection = sorted(incremental_selection(plan).resolve(defs.resolve_asset_graph()), key=str)
+        instance = DagsterInstance.ephemeral()
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=selection,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+        if result.success:
+            record_state(Warehouse.at(settings.warehouse), result.run_id, _run_settings(settings), settings.duckdb_path)
+        seconds = time.perf_counter() - started
+    records = instance.all_logs(result.run_id)
+    return {"kind": plan.kind, "success": result.success, "seconds": round(seconds, 2), **_stages(records, sampler)}
+
+
+def _stages(records: list[Any], sampler: MemorySampler) -> dict[str, Any]:
+    """Seconds and peak memory per stage, from the steps' start and end events (the run's event log entries)."""
+    starts: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    stage_of: dict[str, str] = {}
+    quality = 0.0
+    for record in records:
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        step, at = event.step_key, record.timestamp
+        if event.event_type_value == "STEP_START":
+            starts[step] = at
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and step in starts:
+            stage = stage_of.get(step, "dbt" if "dbt" in step else "other")
+            spans[stage].append((starts[step], at))
+        elif event.is_step_materialization:
+            materialization = event.event_specific_data.materialization
+            stage_of.setdefault(step, _stage(list(materialization.asset_key.path)))
+            value = materialization.metadata.get("quality_seconds")
+            if value is not None:
+                quality += float(value.value)
+    stages = {
+        stage: {
+            "seconds": round(sum(end - start for start, end in spans.get(stage, [])), 2),
+            "peak_rss_mb": round(max((sampler.peak(s, e) for s, e in spans.get(stage, [])), default=0) / 2**20),
+        }
+        for stage in STAGES
+        if stage != "quality"
+    }
+    stages["quality"] = {"seconds": round(quality, 2), "peak_rss_mb": None}
+    return {"stages": stages, "peak_rss_mb": round(sampler.peak(min(starts.values(), default=None)) / 2**20)}
+
+
+def measure(scale: float, repeat: int) -> dict[str, Any]:
+    landing, as_of = generate(scale)
+    rounds = []
+    with MemorySampler() as sampler:
+        for index in range(repeat):
+            work = WORK / f"scale{scale:g}" / f"round{index}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            bare = bare_load(landing, work / "bare_warehouse")
+            full = platform_run(landing, work / "home", as_of, sampler, full=True)
+            again = platform_run(landing, work / "home", as_of, sampler, full=False)
+            rounds.append({"bare": bare, "full": full, "nothing_new": again})
+            print(json.dumps({"scale": scale, "round": index, **rounds[-1]}, ensure_ascii=False), flush=True)
+            shutil.rmtree(work, ignore_errors=True)
+    best = min(rounds, key=lambda r: r["full"]["seconds"])
+    bare_best = min(r["bare"]["seconds"] for r in rounds)
+    bronze_silver = best["full"]["stages"]["bronze"]["seconds"] + best["full"]["stages"]["silver"]["seconds"]
+    return {
+        "scale": scale,
+        "residents": int(scale * RESIDENTS_PER_SCALE),
+        "rounds": rounds,
+        "bare_seconds": bare_best,
+        "full_seconds": best["full"]["seconds"],
+        "full_over_bare": round(best["full"]["seconds"] / bare_best, 1),
+        "bronze_silver_over_bare": round(bronze_silver / bare_best, 1),
+        "nothing_new_seconds": min(r["nothing_new"]["seconds"] for r in rounds),
+        "peak_rss_mb": best["full"]["peak_rss_mb"],
+        "stages": best["full"]["stages"],
+        "load_average": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[10.0, 50.0])
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args(argv)
+    results = [measure(scale, args.repeat) for scale in args.scales]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    for r in results:
+        stages = ", ".join(f"{k} {v['seconds']} s" for k, v in r["stages"].items())
+        print(
+            f"scale {r['scale']:g} ({r['residents']:,} residents): bare {r['bare_seconds']} s, full run "
+            f"{r['full_seconds']} s = {r['full_over_bare']} x bare (bronze+silver {r['bronze_silver_over_bare']} x), "
+            f"nothing new {r['nothing_new_seconds']} s, peak {r['peak_rss_mb']} MB; {stages}"
+        )
+
+
+if __name__ == "__main__":
+    main()
