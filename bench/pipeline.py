@@ -29,8 +29,6 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -154,31 +152,18 @@ def _stage(asset_key: list[str]) -> str:
     return "other"
 
 
-@contextmanager
-def _environment(variables: dict[str, str]) -> Iterator[None]:
-    previous = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, full: bool) -> dict[str, Any]:
     """`yiwang run` (the full job, or what the incremental planner selects) in process, timed per stage."""
     from dagster import DagsterInstance
 
     from ingestion.warehouse import Warehouse
     from orchestration.cli import _plan, _run_settings
+    from orchestration.dbt_assets import exported
     from orchestration.definitions import PLATFORM_JOB, build_definitions
     from orchestration.incremental import incremental_selection, record_state
     from orchestration.settings import Settings
 
-    with _environment({"YIWANG_HOME": str(home)}):
+    with exported({"YIWANG_HOME": str(home)}):
         settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))
         started = time.perf_counter()
         plan = _plan(settings, full)
