@@ -259,7 +259,10 @@ def make_dbt_assets(
         with exported(environment):
             # starts the dbt process with this env; a failing dbt test is a failed asset check (bad data),
             # not a failed run: only a model, seed or snapshot that cannot be built fails the step
-            invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+            # `buildable`: a test runs in the step that builds the last of its parents. dbt's default (eager) also
+            # ran a seed's relationship tests in the seeds' own step, before the marts they test existed: false
+            # "errors" on every first run.
+            invocation = dbt.cli(["build", "--indirect-selection", "buildable"], context=context, raise_on_error=False)
             # Row counts (tables: marts, seeds) and column schemas on each model's materialisation, read through
             # dbt's adapter in this process. dagster-dbt waits for the dbt process to end before it reads a
             # DuckDB file (dbt holds its write lock), so the events come at the end of the step.
