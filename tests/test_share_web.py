@@ -44,6 +44,7 @@ from tests.share_kit import (
     wait_active,
     write_members,
 )
+from thematic_libs.analytics.browser import CHROMIUM, CHROMIUM_ARGS
 from thematic_libs.sharing.access_log import read_access_log
 from thematic_libs.sharing.catalog import build_catalog, write_catalog
 from thematic_libs.sharing.deliveries import delivery_table
@@ -52,17 +53,6 @@ from thematic_libs.sharing.state import ShareState
 from thematic_libs.sharing.tokens import issue_token, parse_token, revoke_tokens
 from thematic_libs.sharing.web import CatalogWeb, web_routes
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ID_NUMBER = re.compile(r"(?<![0-9])[1-9][0-9]{16}[0-9Xx](?![0-9A-Za-z])")
 CSRF_VALUE = re.compile(r'value="[0-9a-f]{64}"')
 ORDER_ID = re.compile(r"SO-\d{8}-[0-9a-f]{8}")
