@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,26 @@ from stdnum.cn import ric
 
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite never reads the developer's own settings: every test names its home, warehouse and files."""
+    for name in [n for n in os.environ if n.startswith("YIWANG_")]:
+        del os.environ[name]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """Each test (its fixtures' set-up included) leaves the process environment as it found it.
+
+    An in-process `yiwang run` publishes its settings to os.environ for dbt and Dagster (Settings.export); without
+    this, the next test's runs would read that test's DuckDB file and reports folder."""
+    saved = dict(os.environ)
+    try:
+        return (yield)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def resident_id(i: int, year: int = 1980) -> str:
@@ -75,7 +97,6 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     """One small demo landing zone (1,000 residents) through `yiwang run` in a subprocess, exactly what `make run`
     does, built once per session for the tests that read what a run makes (the thematic notebook, the published
     warehouse, Superset). Read it; a test that writes copies what it needs first."""
-    import os
     import subprocess
     import sys
 
@@ -84,8 +105,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     root = tmp_path_factory.mktemp("demo_run")
     summary = generate_landing_zone(root / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
     env = {**os.environ, "YIWANG_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1"}
-    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
-        env.pop(name, None)
+    env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
     done = subprocess.run(
         [str(yiwang), "run", "--landing", str(root / "landing"), "--as-of", summary.as_of.isoformat()],
