@@ -41,8 +41,8 @@ def bench_root(scale: float, seed: int) -> Path:
 
 def prepare(root: Path, scale: float, seed: int) -> tuple[Path, Path, float, float]:
     """The landing zone and the bronze warehouse, built once per scale and reused."""
+    from demo_data import generate_landing_zone
     from ingestion.contract import get_contract
-    from ingestion.demo import generate_landing_zone
     from ingestion.pipeline import ingest_contract
     from ingestion.warehouse import Warehouse
     from thematic_libs.social_assistance.rules import INPUT_CONTRACTS

@@ -32,9 +32,9 @@ import polars as pl
 import pyarrow as pa
 
 from bench.crosscheck import AS_OF, KEY, bench_root
+from demo_data import vocab
+from demo_data.crosscheck import HOMOPHONES, TO_TRADITIONAL, homophone_slip
 from ingestion.contract import get_contract
-from ingestion.demo import vocab
-from ingestion.demo.crosscheck import HOMOPHONES, TO_TRADITIONAL, homophone_slip
 from ingestion.pipeline import ingest_contract
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse

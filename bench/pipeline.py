@@ -77,7 +77,7 @@ class MemorySampler:
 
 def generate(scale: float) -> tuple[Path, str]:
     """The demo landing zone of a scale (made once, kept under WORK) and its as-of date."""
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     landing = WORK / f"scale{scale:g}" / "landing"
     marker = landing.parent / "as_of.txt"

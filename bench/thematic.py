@@ -66,7 +66,7 @@ def bench_root(scale: float, multiplier: float, defect_rate: float) -> Path:
 
 def generate(root: Path, scale: float, multiplier: float, seed: int, defect_rate: float) -> dict:
     """The landing zone, generated once; its summary (sizes, seconds) is kept beside it."""
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     summary_file = root / "generated.json"
     if (root / "landing" / "_labels").exists() and summary_file.exists():

@@ -77,7 +77,7 @@ def demo_data(
     ),
 ) -> None:
     """Write a deterministic demo landing zone that follows the contracts."""
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     _check_demo_options(scale, defect_rate, event_multiplier)
     summary = generate_landing_zone(
@@ -147,7 +147,7 @@ def run(
 
 def _demo_stage(settings, scale: float):
     """The first stage of a run on the embedded default: a demo landing zone, in one line."""
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     clock = time.perf_counter()
     with console.status(f"generating demo data in {settings.landing}…"):

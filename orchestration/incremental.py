@@ -42,8 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the code fingerprint covers: everything a run executes or reads as configuration.
 CODE_FOLDERS = ("ingestion", "orchestration", "quality", "thematic_libs", "ml", "dbt_project")
 CODE_SUFFIXES = (".py", ".yaml", ".yml", ".sql", ".csv")
-# Not read by a run: caches, dbt output, and the demo generator (a run reads its landing zone, not the generator).
-SKIPPED_PARTS = frozenset(("__pycache__", "target", "logs", "dbt_packages", "demo"))
+# Not read by a run: caches and dbt output. (The demo generator, `demo_data/`, is no code folder: a run reads
+# its landing zone, not the generator.)
+SKIPPED_PARTS = frozenset(("__pycache__", "target", "logs", "dbt_packages"))
 
 RunKind = Literal["nothing_new", "incremental", "full"]
 

@@ -100,7 +100,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     import subprocess
     import sys
 
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("demo_run")
     summary = generate_landing_zone(root / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)

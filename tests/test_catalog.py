@@ -80,7 +80,7 @@ def _gold_rows(n: int) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("catalog")
     summary = generate_landing_zone(root / "landing", scale=0.025, seed=3, progress=False)

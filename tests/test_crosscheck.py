@@ -43,7 +43,7 @@ PSEUDONYMS = Pseudonymiser(KEY)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A small landing zone (2,000 residents), its 11 input contracts landed in bronze, one DuckDB run."""
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("crosscheck")
     landing = root / "landing"

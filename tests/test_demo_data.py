@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 from stdnum.cn import ric, uscc
 
+from demo_data import DemoSummary, generate_landing_zone
 from ingestion.contract import Contract, batch_contracts
-from ingestion.demo import DemoSummary, generate_landing_zone
 
 SCALE = 0.05
 SEED = 7

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("demo")
     summary = generate_landing_zone(root / "landing", scale=0.05, seed=3, progress=False)

@@ -31,7 +31,7 @@ KEY = b"faults-test-key-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def demo_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     landing = tmp_path_factory.mktemp("faults") / "landing"
     generate_landing_zone(landing, scale=0.05, seed=3, progress=False)

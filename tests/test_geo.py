@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from ingestion.demo import generate_landing_zone
+from demo_data import generate_landing_zone
 from thematic_libs.geo import GeometryError, GridIndex, haversine_m, locate, parse_wkt_rings
 
 

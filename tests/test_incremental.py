@@ -51,7 +51,7 @@ def _rows(batch: Path) -> int:
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small demo landing zone, and its newest non-empty hotline batch moved aside (delivered later by a test)."""
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("incremental")
     generate_landing_zone(root / "landing", scale=0.05, seed=5, progress=False)

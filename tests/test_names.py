@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from pypinyin import Style, pinyin
 
-from ingestion.demo.crosscheck import HOMOPHONES, homophone_slip
+from demo_data.crosscheck import HOMOPHONES, homophone_slip
 from thematic_libs.names import describe_name_match, name_keys, normalise_name
 from thematic_libs.social_assistance.linkage import LINKED, REVIEW, link_candidates
 from thematic_libs.social_assistance.rules import load_config
@@ -146,8 +146,8 @@ def test_describe_name_match_words() -> None:
 def test_generated_zone_links_every_variant_and_lists_near_misses_for_review(tmp_path) -> None:
     """The demo plants ID-less certificates with variant names: each is flagged with its evidence, each
     near miss is not flagged, and the linkage table carries both records side by side, pseudonymised."""
+    from demo_data import generate_landing_zone
     from ingestion.contract import get_contract
-    from ingestion.demo import generate_landing_zone
     from ingestion.pipeline import ingest_contract
     from ingestion.warehouse import Warehouse
     from thematic_libs.social_assistance.gold import FLAGS_TABLE, LINKAGE_TABLE
@@ -159,7 +159,7 @@ def test_generated_zone_links_every_variant_and_lists_near_misses_for_review(tmp
     warehouse = Warehouse.at(tmp_path / "warehouse")
     for contract_id in INPUT_CONTRACTS:
         ingest_contract(get_contract(contract_id), landing, warehouse)
-    as_of = date(2026, 11, 15)  # the demo's as-of date (ingestion/demo/timeline.py)
+    as_of = date(2026, 11, 15)  # the demo's as-of date (demo_data/timeline.py)
     result = run_crosscheck(warehouse, as_of, engine="duckdb", key=b"k" * 32)
     labels = pl.read_csv(landing / "_labels" / "crosscheck_cases.csv")
     variants = labels.filter(pl.col("description").str.starts_with("ID-less death certificate"))

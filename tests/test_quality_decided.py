@@ -26,7 +26,7 @@ def _order(row: dict) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("decided")
     generate_landing_zone(root / "landing", scale=0.05, seed=3, progress=False)

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from demo_data import events as demo_events
+from demo_data.vocab import DISTRICT_CODE
 from ingestion.contract import get_contract, load_contracts
-from ingestion.demo import events as demo_events
-from ingestion.demo.vocab import DISTRICT_CODE
 from thematic_libs import reference as ref
 from thematic_libs.config import ENV_VAR
 

@@ -64,7 +64,7 @@ EARTH_RADIUS_M = 6_371_008.8
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingestion.demo import generate_landing_zone
+    from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("thematic")
     generate_landing_zone(root / "landing", scale=SCALE, seed=SEED, progress=False)
@@ -399,7 +399,7 @@ def test_rainfall_outlook_takes_each_districts_latest_issue(storm: DbtWorkspace)
 
 
 def storm_grids(space: DbtWorkspace) -> set[str]:
-    """The demo's rainstorm falls on the southern 40 % of the grids (ingestion/demo/events.py)."""
+    """The demo's rainstorm falls on the southern 40 % of the grids (demo_data/events.py)."""
     rows = space.query(
         "select grid_code from staging.stg_zhengshu__grid_registry "
         "where center_lat < (select quantile_cont(center_lat, 0.4) from staging.stg_zhengshu__grid_registry)"

@@ -217,7 +217,7 @@ class HotlineSimulator:
     """Appeals as the hotline receives them, `rate` per second for `duration` seconds."""
 
     def __init__(self, grids: pl.DataFrame, district_code: str, rate: float, duration: float, *, seed: int = 0) -> None:
-        from ingestion.demo.events import corpus_texts
+        from demo_data.events import corpus_texts
 
         if grids.height == 0:
             raise ValueError("the grid registry is empty: load zhengshu.grid_registry first (yiwang run)")

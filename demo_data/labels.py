@@ -14,8 +14,8 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from ingestion.demo.crosscheck import PlantedCase
-from ingestion.demo.events import TextEvents
+from demo_data.crosscheck import PlantedCase
+from demo_data.events import TextEvents
 
 LABELS_DIR = "_labels"
 

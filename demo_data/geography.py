@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingestion.demo import vocab
-from ingestion.demo.common import rng
+from demo_data import vocab
+from demo_data.common import rng
 
 LON_MIN, LON_MAX = 113.00, 113.20
 LAT_MIN, LAT_MAX = 22.90, 23.20

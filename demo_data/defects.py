@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from demo_data.common import Batch, RowLabel, rng
+from demo_data.ids import messy_form, wrong_ric_check, wrong_uscc_check
+from demo_data.timeline import HOURLY_TIMES
 from ingestion.contract import Column, Contract
-from ingestion.demo.common import Batch, RowLabel, rng
-from ingestion.demo.ids import messy_form, wrong_ric_check, wrong_uscc_check
-from ingestion.demo.timeline import HOURLY_TIMES
 
 RULES = ("required", "type", "pattern", "allowed_values", "range", "check_character", "duplicate_key")
 MAX_BAD_SHARE = 0.04

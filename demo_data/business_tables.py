@@ -11,13 +11,13 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from ingestion.demo import timeline
-from ingestion.demo.columns import day, identifiers, in_window, incremental, integer, moment, number, text
-from ingestion.demo.common import Batch, RowLabel, day_number, make_batch, rng
-from ingestion.demo.enterprises import ACTIVE, COMPANY, ENTITY_STATUS, ENTITY_TYPES
-from ingestion.demo.events import END_MINUTE
-from ingestion.demo.population import LAST_EVENT_DAY, NO_DAY
-from ingestion.demo.world import World
+from demo_data import timeline
+from demo_data.columns import day, identifiers, in_window, incremental, integer, moment, number, text
+from demo_data.common import Batch, RowLabel, day_number, make_batch, rng
+from demo_data.enterprises import ACTIVE, COMPANY, ENTITY_STATUS, ENTITY_TYPES
+from demo_data.events import END_MINUTE
+from demo_data.population import LAST_EVENT_DAY, NO_DAY
+from demo_data.world import World
 
 
 def split_last(batches: Iterator[Batch]) -> Iterator[Batch]:

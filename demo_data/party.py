@@ -14,12 +14,12 @@ from datetime import date
 
 import numpy as np
 
-from ingestion.demo import vocab
-from ingestion.demo.common import day_number, rng
-from ingestion.demo.geography import Geography
-from ingestion.demo.population import AS_OF_DAY, HISTORY_DAY, Population
-from ingestion.demo.records import Records
-from ingestion.demo.timeline import WEEKLY_SNAPSHOTS
+from demo_data import vocab
+from demo_data.common import day_number, rng
+from demo_data.geography import Geography
+from demo_data.population import AS_OF_DAY, HISTORY_DAY, Population
+from demo_data.records import Records
+from demo_data.timeline import WEEKLY_SNAPSHOTS
 
 
 @dataclass

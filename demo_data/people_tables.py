@@ -14,9 +14,9 @@ from datetime import date, datetime
 import numpy as np
 import polars as pl
 
-from ingestion.demo import timeline, vocab
-from ingestion.demo.assistance import ABSENT, CASE_STATUS, CASE_TYPES
-from ingestion.demo.columns import (
+from demo_data import timeline, vocab
+from demo_data.assistance import ABSENT, CASE_STATUS, CASE_TYPES
+from demo_data.columns import (
     choices,
     day,
     flag,
@@ -29,8 +29,8 @@ from ingestion.demo.columns import (
     number,
     text,
 )
-from ingestion.demo.common import Batch, RowLabel, day_number, make_batch, rng
-from ingestion.demo.holdings import (
+from demo_data.common import Batch, RowLabel, day_number, make_batch, rng
+from demo_data.holdings import (
     F_NORMAL,
     FUND_STATUS,
     JULY,
@@ -41,9 +41,9 @@ from ingestion.demo.holdings import (
     VEHICLE_TYPES,
     VEHICLE_USES,
 )
-from ingestion.demo.party import Party
-from ingestion.demo.population import NORMAL, RELATIONS, STATUS_NAMES
-from ingestion.demo.world import World
+from demo_data.party import Party
+from demo_data.population import NORMAL, RELATIONS, STATUS_NAMES
+from demo_data.world import World
 
 INSURANCE_TYPES = ("pension", "medical", "unemployment", "injury")
 

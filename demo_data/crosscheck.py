@@ -18,11 +18,11 @@ from datetime import date, timedelta
 import numpy as np
 import opencc
 
-from ingestion.demo import vocab
-from ingestion.demo.assistance import ACTIVE, TERMINATED, Cases, add_case
-from ingestion.demo.common import day_number, rng
-from ingestion.demo.enterprises import ACTIVE as E_ACTIVE
-from ingestion.demo.enterprises import (
+from demo_data import vocab
+from demo_data.assistance import ACTIVE, TERMINATED, Cases, add_case
+from demo_data.common import day_number, rng
+from demo_data.enterprises import ACTIVE as E_ACTIVE
+from demo_data.enterprises import (
     COMPANY,
     DEREGISTERED,
     INDIVIDUAL,
@@ -31,8 +31,8 @@ from ingestion.demo.enterprises import (
     add_enterprise,
     add_shareholder,
 )
-from ingestion.demo.geography import Geography
-from ingestion.demo.holdings import (
+from demo_data.geography import Geography
+from demo_data.holdings import (
     COMMERCIAL_USE,
     F_CLOSED,
     F_NORMAL,
@@ -52,8 +52,8 @@ from ingestion.demo.holdings import (
     V_SCRAPPED,
     Holdings,
 )
-from ingestion.demo.party import Party
-from ingestion.demo.population import (
+from demo_data.party import Party
+from demo_data.population import (
     AS_OF_DAY,
     CANCELLED,
     DECEASED,

@@ -8,9 +8,9 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from demo_data.common import Batch, RowLabel, make_batch, minute_number
+from demo_data.ids import messy_form
 from ingestion.contract import Contract
-from ingestion.demo.common import Batch, RowLabel, make_batch, minute_number
-from ingestion.demo.ids import messy_form
 
 
 def text(name: str, values: np.ndarray | Sequence[str] | pl.Series) -> pl.Series:

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.demo.common import Batch
+from demo_data.common import Batch
 
 PART_ROWS = 500_000
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S+08:00"

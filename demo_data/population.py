@@ -17,11 +17,11 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from ingestion.demo import vocab
-from ingestion.demo.common import day_number, rng
-from ingestion.demo.geography import Geography
-from ingestion.demo.ids import resident_ids
-from ingestion.demo.timeline import AS_OF, HISTORY_START
+from demo_data import vocab
+from demo_data.common import day_number, rng
+from demo_data.geography import Geography
+from demo_data.ids import resident_ids
+from demo_data.timeline import AS_OF, HISTORY_START
 
 NORMAL, DECEASED, MOVED_OUT, CANCELLED = 0, 1, 2, 3
 STATUS_NAMES = np.array(["normal", "deceased", "moved_out", "cancelled"])

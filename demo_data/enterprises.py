@@ -15,11 +15,11 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from ingestion.demo import vocab
-from ingestion.demo.common import day_number, rng
-from ingestion.demo.geography import Geography
-from ingestion.demo.ids import org_bodies, usccs
-from ingestion.demo.population import AS_OF_DAY, HISTORY_DAY, LAST_EVENT_DAY, NO_DAY, Population
+from demo_data import vocab
+from demo_data.common import day_number, rng
+from demo_data.geography import Geography
+from demo_data.ids import org_bodies, usccs
+from demo_data.population import AS_OF_DAY, HISTORY_DAY, LAST_EVENT_DAY, NO_DAY, Population
 
 ENTITY_TYPES = np.array(["company", "sole_proprietor", "partnership", "branch", "cooperative", "individual_business"])
 COMPANY, SOLE, PARTNERSHIP, BRANCH, COOPERATIVE, INDIVIDUAL = range(6)

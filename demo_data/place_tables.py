@@ -11,11 +11,11 @@ from datetime import date, datetime
 import numpy as np
 import polars as pl
 
-from ingestion.demo import timeline, vocab
-from ingestion.demo.columns import day, flag, in_window, incremental, integer, moment, number, text
-from ingestion.demo.common import Batch, RowLabel, day_number, make_batch, minute_number, rng
-from ingestion.demo.events import CAMERA_SCENES, RESOURCE_TYPES, SENSOR_TYPES, STORM, TextEvents
-from ingestion.demo.world import World
+from demo_data import timeline, vocab
+from demo_data.columns import day, flag, in_window, incremental, integer, moment, number, text
+from demo_data.common import Batch, RowLabel, day_number, make_batch, minute_number, rng
+from demo_data.events import CAMERA_SCENES, RESOURCE_TYPES, SENSOR_TYPES, STORM, TextEvents
+from demo_data.world import World
 
 
 def grid_registry(w: World) -> Iterator[Batch]:

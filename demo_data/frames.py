@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from demo_data.common import rng
+from demo_data.world import World
 from ingestion.contract import image_contracts
-from ingestion.demo.common import rng
-from ingestion.demo.world import World
 
 VIDEO_FRAMES = "zhengshu.video_frames"
 ALGORITHMS = ("helmet", "garbage_overflow", "street_vending")
@@ -49,7 +49,7 @@ class FrameBatchSummary:
 
 def _cameras(world: World, excluded: set[str]) -> list[tuple[str, str]]:
     """(camera_id, algorithm) of the cameras that get frames: per algorithm, the first online ones by id."""
-    from ingestion.demo.place_tables import video_cameras
+    from demo_data.place_tables import video_cameras
 
     registry = list(video_cameras(world))[-1].frame  # the latest weekly snapshot
     chosen: list[tuple[str, str]] = []

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingestion.contract import Contract, batch_contracts
-from ingestion.demo.assistance import (
+from demo_data.assistance import (
     Cases,
     assign_case_ids,
     build_background_cases,
     choose_households,
     reserved_persons,
 )
-from ingestion.demo.crosscheck import PLANTED_HOUSEHOLDS, PlantedCase, Planter, plant, used_persons
-from ingestion.demo.enterprises import Enterprises, build_enterprises
-from ingestion.demo.events import (
+from demo_data.crosscheck import PLANTED_HOUSEHOLDS, PlantedCase, Planter, plant, used_persons
+from demo_data.enterprises import Enterprises, build_enterprises
+from demo_data.events import (
     CatalogueItem,
     EnterpriseAppeals,
     TextEvents,
@@ -35,10 +34,11 @@ from ingestion.demo.events import (
     derived_tickets,
     load_catalogue,
 )
-from ingestion.demo.geography import Geography, build_geography
-from ingestion.demo.holdings import Holdings, build_holdings
-from ingestion.demo.party import Party, build_party
-from ingestion.demo.population import Population, build_population
+from demo_data.geography import Geography, build_geography
+from demo_data.holdings import Holdings, build_holdings
+from demo_data.party import Party, build_party
+from demo_data.population import Population, build_population
+from ingestion.contract import Contract, batch_contracts
 
 
 @dataclass

@@ -14,9 +14,9 @@ from datetime import date
 
 import numpy as np
 
-from ingestion.demo.common import day_number, rng
-from ingestion.demo.population import AS_OF_DAY, Population
-from ingestion.demo.timeline import ASSISTANCE_SNAPSHOTS
+from demo_data.common import day_number, rng
+from demo_data.population import AS_OF_DAY, Population
+from demo_data.timeline import ASSISTANCE_SNAPSHOTS
 
 CASE_TYPES = np.array(["dibao", "tekun", "dibao_edge"])
 CASE_STATUS = np.array(["active", "suspended", "terminated"])

@@ -14,11 +14,11 @@ from datetime import date
 
 import numpy as np
 
-from ingestion.demo import vocab
-from ingestion.demo.common import day_number, rng
-from ingestion.demo.enterprises import INDIVIDUAL, Enterprises
-from ingestion.demo.geography import Geography
-from ingestion.demo.population import (
+from demo_data import vocab
+from demo_data.common import day_number, rng
+from demo_data.enterprises import INDIVIDUAL, Enterprises
+from demo_data.geography import Geography
+from demo_data.population import (
     AS_OF_DAY,
     HISTORY_DAY,
     LAST_EVENT_DAY,
@@ -26,8 +26,8 @@ from ingestion.demo.population import (
     SPOUSE,
     Population,
 )
-from ingestion.demo.records import Records
-from ingestion.demo.timeline import PERIODS
+from demo_data.records import Records
+from demo_data.timeline import PERIODS
 
 VEHICLE_TYPES = np.array(["small_car", "large_car", "motorcycle", "truck", "trailer", "other"])
 SMALL_CAR, LARGE_CAR, MOTORCYCLE, TRUCK, TRAILER, OTHER_VEHICLE = range(6)

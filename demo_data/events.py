@@ -20,11 +20,11 @@ from importlib import resources
 
 import numpy as np
 
-from ingestion.demo import vocab
-from ingestion.demo.common import minute_number, rng
-from ingestion.demo.enterprises import ACTIVE, Enterprises
-from ingestion.demo.geography import Geography
-from ingestion.demo.timeline import EVENTS_START, HOURLY_TIMES
+from demo_data import vocab
+from demo_data.common import minute_number, rng
+from demo_data.enterprises import ACTIVE, Enterprises
+from demo_data.geography import Geography
+from demo_data.timeline import EVENTS_START, HOURLY_TIMES
 from thematic_libs.dispatch.keys import CST, default_window_hours, place_dedupe_key, ticket_id
 from thematic_libs.reference import load_enterprise_appeal_topics
 from thematic_libs.urban.corpus import corpus_split

@@ -15,15 +15,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from demo_data import business_tables, people_tables, place_tables
+from demo_data.common import Batch
+from demo_data.defects import apply_defects
+from demo_data.frames import VIDEO_FRAMES, write_frame_batch
+from demo_data.labels import write_labels
+from demo_data.timeline import AS_OF
+from demo_data.world import World, build_world
+from demo_data.writer import record_keys, write_batch
 from ingestion.contract import batch_contracts
-from ingestion.demo import business_tables, people_tables, place_tables
-from ingestion.demo.common import Batch
-from ingestion.demo.defects import apply_defects
-from ingestion.demo.frames import VIDEO_FRAMES, write_frame_batch
-from ingestion.demo.labels import write_labels
-from ingestion.demo.timeline import AS_OF
-from ingestion.demo.world import World, build_world
-from ingestion.demo.writer import record_keys, write_batch
 
 BUILDERS: dict[str, Callable[[World], Iterator[Batch]]] = {
     "gongan.household_registration": people_tables.household_registration,
