@@ -156,12 +156,12 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
     """`yiwang run` (the full job, or what the incremental planner selects) in process, timed per stage."""
     from dagster import DagsterInstance
 
+    from ingestion.settings import Settings
     from ingestion.warehouse import Warehouse
     from orchestration.cli import _plan, _run_settings
     from orchestration.dbt_assets import exported
     from orchestration.definitions import PLATFORM_JOB, build_definitions
     from orchestration.incremental import incremental_selection, record_state
-    from orchestration.settings import Settings
 
     with exported({"YIWANG_HOME": str(home)}):
         settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))

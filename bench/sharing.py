@@ -104,7 +104,7 @@ def free_port() -> int:
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
     code = (
-        "from orchestration.settings import Settings; from thematic_libs.sharing.server import serve; "
+        "from ingestion.settings import Settings; from thematic_libs.sharing.server import serve; "
         f"serve(Settings.from_env(), '127.0.0.1', {port}, refresh_seconds=2.0)"
     )
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)

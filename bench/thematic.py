@@ -132,9 +132,9 @@ def build(root: Path) -> dict:
     """Child process: the timed Dagster selection, its per-step seconds and this process's peak RSS."""
     from dagster import DagsterInstance
 
+    from ingestion.settings import Settings
     from ingestion.warehouse import Warehouse
     from orchestration.definitions import PLATFORM_JOB, build_definitions
-    from orchestration.settings import Settings
 
     settings = Settings.from_env().with_overrides(
         home=root,

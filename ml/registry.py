@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from ingestion.settings import Settings
     from ingestion.warehouse import Warehouse
-    from orchestration.settings import Settings
 
 __all__ = [
     "ALGORITHMS_TABLE",
@@ -346,8 +346,8 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, tracking_uri: str | None = None) -> ModelRegistry:
+        from ingestion.settings import Settings
         from ingestion.warehouse import Warehouse
-        from orchestration.settings import Settings
 
         settings = settings or Settings.from_env()
         return cls(

@@ -29,7 +29,7 @@ PUBLISHED_KEY = AssetKey(["analytics", "published_warehouse"])
 
 def analytics_home() -> Path:
     """The platform's home (settings: YIWANG_HOME), under which `analytics/` holds the published file."""
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Settings.from_env().home
 

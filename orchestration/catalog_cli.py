@@ -56,7 +56,7 @@ FRESHNESS_STYLE = {"fresh": "green", "stale": "yellow", "never": "red"}
 
 def _warehouse(path: str | None):
     """The warehouse of --warehouse or the settings; a local one must exist."""
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return existing_warehouse(path or Settings.from_env().warehouse)
 
@@ -278,8 +278,8 @@ def catalog_build(
 
 def _lineage(store) -> dict[str, tuple[list[str], list[str]]]:
     """Lineage from the asset graph the platform runs (orchestration/definitions.py)."""
+    from ingestion.settings import Settings
     from orchestration.definitions import build_definitions
-    from orchestration.settings import Settings
     from orchestration.sharing_assets import SHARING_GROUP
     from thematic_libs.sharing.catalog import catalog_tables, lineage_from_graph
     from thematic_libs.sharing.datasets import all_datasets

@@ -103,7 +103,7 @@ def run(
     full: bool = typer.Option(False, "--full", help="Rebuild everything, even what nothing new touches."),
 ) -> None:
     """Materialise what new batches and changes need (everything the first time) and print what happened."""
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     if reject_share is not None and not 0 <= reject_share <= 1:
         raise _fail(f"--reject-share is a share of a batch's rows between 0 and 1 (e.g. 0.05), not {reject_share:g}")
@@ -389,10 +389,10 @@ def dbt_stage(
     """Stage dbt's sources of a warehouse in the DuckDB file (views over the Delta files), to run dbt by hand."""
     import json
 
+    from ingestion.settings import Settings
     from orchestration.cli_output import existing_warehouse
     from orchestration.dbt_assets import dbt_environment, dbt_project, ensure_manifest, exported
     from orchestration.dbt_sources import stage_sources
-    from orchestration.settings import Settings
 
     settings = Settings.from_env().with_overrides(warehouse=warehouse)
     store = existing_warehouse(settings.warehouse)
@@ -432,7 +432,7 @@ def ledger(
 ) -> None:
     """The batch ledger: every batch seen, loaded or rejected, with its reason."""
     from ingestion.ledger import read_ledger
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     check_choice("--format", output_format, LEDGER_FORMATS)
     frame = read_ledger(existing_warehouse(warehouse or Settings.from_env().warehouse))
@@ -489,7 +489,7 @@ def crosscheck(
 ) -> None:
     """Run the social-assistance cross-check as of a date and (re)write that date's restricted gold rows."""
     from ingestion.pseudonym import PseudonymKeyError
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
     from thematic_libs.config import ConfigError
     from thematic_libs.social_assistance.rules import CrosscheckError
     from thematic_libs.social_assistance.run import run_crosscheck
@@ -534,7 +534,7 @@ def batches_confirm(
     import getpass
 
     from ingestion.ledger import SNAPSHOT_SHRINK, read_ledger, write_confirmation
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     store = existing_warehouse(warehouse or Settings.from_env().warehouse)
     rows = read_ledger(store).filter((pl.col("contract_id") == contract_id) & (pl.col("batch_id") == batch_id))
@@ -574,7 +574,7 @@ def tickets_changes(
     Prints one JSON object per ticket on stdout with `change_type` (new | changed) and `table_version`;
     the current table version goes to stderr as `next --since-version: V`: pass it next time.
     """
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
     from thematic_libs.dispatch.store import TICKETS, changes_since
 
     check_choice("--format", output_format, TICKET_FORMATS)
@@ -625,7 +625,7 @@ app.add_typer(classifier_app, name="classifier")
 
 
 def _models_dir(models: Path | None) -> Path:
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return models or Settings.from_env().models_dir
 
@@ -893,7 +893,7 @@ def triage(
     ),
 ) -> None:
     """Appeals the classifier sent to human triage, with their top candidates."""
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
     from thematic_libs.dispatch.keys import CST
     from thematic_libs.urban.events import TRIAGE
 

@@ -41,6 +41,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Materiali
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from ingestion.replace import replace_table
+from ingestion.settings import warehouse_root
 from ingestion.warehouse import Warehouse
 from orchestration.asset_layout import REFERENCE_GROUP, dbt_domain, layer_tags
 from orchestration.dbt_sources import stage_sources
@@ -49,7 +50,6 @@ from thematic_libs.sharing.datasets import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-DEFAULT_WAREHOUSE = REPO_ROOT / ".yiwang" / "warehouse"
 DEFAULT_DUCKDB = REPO_ROOT / ".yiwang" / "yiwang.duckdb"
 DBT_RESOURCE_KEY = "dbt"
 
@@ -60,11 +60,6 @@ _PROJECT_INPUTS = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests
 def dbt_project() -> DbtProject:
     """The dbt project, its profiles.yml inside it (jaffle_shop style)."""
     return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-
-
-def warehouse_root() -> str:
-    """The warehouse root from YIWANG_WAREHOUSE, absolute (local) or without a trailing slash (s3://)."""
-    return Warehouse.at(os.environ.get("YIWANG_WAREHOUSE") or DEFAULT_WAREHOUSE).root
 
 
 def duckdb_path() -> Path:

@@ -15,6 +15,7 @@ from dagster import (
     in_process_executor,
 )
 
+from ingestion.settings import Settings
 from orchestration.analytics_assets import analytics_assets
 from orchestration.asset_layout import lay_out
 from orchestration.crosscheck_assets import crosscheck
@@ -23,7 +24,6 @@ from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
 from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, new_landing_batches
 from orchestration.quality_assets import quality_assets, quality_checks
 from orchestration.resources import PlatformResource
-from orchestration.settings import Settings
 from orchestration.sharing_assets import sharing_assets
 from orchestration.stream_assets import stream_assets
 from orchestration.video_assets import video_assets, video_checks, video_sensors

@@ -25,7 +25,7 @@ console = Console()
 
 def docs(warehouse: str | None = typer.Option(None, "--warehouse", help="Warehouse root (default: the settings).")):
     """Build the dbt docs and the quality Data Docs, then say where they are."""
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     settings = Settings.from_env().with_overrides(warehouse=warehouse)
     reports = Path(settings.reports_dir)

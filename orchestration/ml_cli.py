@@ -28,10 +28,10 @@ from rich.table import Table
 from orchestration.cli_output import fail as _fail
 
 if TYPE_CHECKING:
+    from ingestion.settings import Settings
     from ml.evaluate import Evaluation
     from ml.registry import ModelRegistry, ModelVersionInfo
     from ml.train import Recipe
-    from orchestration.settings import Settings
 
 console = Console()
 
@@ -49,7 +49,7 @@ HELDOUT_SHARE = 0.1
 
 
 def _settings() -> Settings:
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Settings.from_env()
 

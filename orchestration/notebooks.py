@@ -51,7 +51,7 @@ def save(path: Path) -> int:
     """Execute `path` and write it back with its outputs; the number of pictures it holds."""
     import nbformat
 
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     notebook = execute(path)
     tidy(notebook, Settings.from_env().home)

@@ -10,9 +10,9 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 
 from ingestion.pseudonym import Pseudonymiser
+from ingestion.settings import Settings
 from ingestion.warehouse import Warehouse
 from orchestration.run_lock import run_lock
-from orchestration.settings import Settings
 from thematic_libs.urban.classifier import AppealClassifier, ClassifierConfig
 from thematic_libs.urban.model_store import ModelStore
 

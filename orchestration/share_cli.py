@@ -30,7 +30,7 @@ FORMATS = ("table", "json", "csv")
 
 
 def _settings():
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Settings.from_env()
 

@@ -49,7 +49,7 @@ SCORECARD_KEY = AssetKey(["ops", "quality_scorecard"])
 
 def open_data_dir() -> Path:
     """Where the open data goes (settings: YIWANG_OPEN_DATA, else `<YIWANG_HOME>/open_data`)."""
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Settings.from_env().open_data_dir.expanduser().resolve()
 

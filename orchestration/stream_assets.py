@@ -49,9 +49,9 @@ def _observe_stream(topic: Topic) -> SourceAsset:
         required_resource_keys={"platform"},
     )
     def _observe(context) -> ObserveResult:
+        from ingestion.settings import Settings
         from ingestion.streaming.settings import BrokerUnavailable
         from ingestion.streaming.status import stream_status
-        from orchestration.settings import Settings
         from orchestration.streaming import kafka_settings
 
         platform: PlatformResource = context.resources.platform

@@ -33,7 +33,7 @@ stream_app = typer.Typer(help="Consume the stream topics into bronze exactly onc
 
 
 def _settings():
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Settings.from_env()
 

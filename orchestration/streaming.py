@@ -26,13 +26,13 @@ from pathlib import Path
 import polars as pl
 
 from ingestion.contract import get_contract
+from ingestion.settings import Settings
 from ingestion.streaming.broker import LocalBroker
 from ingestion.streaming.consumer import StreamSpec
 from ingestion.streaming.messages import MessageRules
 from ingestion.streaming.settings import KafkaSettings
 from ingestion.streaming.topics import Topic, load_topics
 from ingestion.warehouse import Warehouse
-from orchestration.settings import Settings
 
 log = logging.getLogger("yiwang.stream")
 

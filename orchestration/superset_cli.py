@@ -39,7 +39,7 @@ def _code(error: Exception) -> int:
 
 
 def _settings():
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Settings.from_env()
 

@@ -46,8 +46,8 @@ EVENTS_KEY = AssetKey(EVENTS.split("/"))
 
 def model_registry(platform: PlatformResource):
     """The model registry beside the platform's warehouse (or `MLFLOW_TRACKING_URI`), as `yiwang ml` uses it."""
+    from ingestion.settings import Settings
     from ml.registry import ModelRegistry
-    from orchestration.settings import Settings
 
     return ModelRegistry.from_settings(Settings.from_env().with_overrides(warehouse=platform.warehouse))
 

@@ -51,13 +51,13 @@ import polars as pl
 from deltalake import DeltaTable
 
 from ingestion.contract import get_contract
+from ingestion.settings import Settings
 from ingestion.streaming.consumer import StreamSpec
 from ingestion.streaming.frames import FRAME_COLUMN, bronze_frame_schema, check_frames
 from ingestion.streaming.messages import MessageRules
 from ingestion.streaming.offsets import app_id, read_offsets
 from ingestion.streaming.topics import Topic
 from ingestion.warehouse import Warehouse
-from orchestration.settings import Settings
 
 log = logging.getLogger("yiwang.stream")
 

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory):
+    from ingestion.settings import Settings
     from orchestration.definitions import build_definitions
-    from orchestration.settings import Settings
 
     root = tmp_path_factory.mktemp("layout")
     with pytest.MonkeyPatch.context() as patch:

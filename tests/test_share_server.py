@@ -524,7 +524,7 @@ def test_serve_runs_logs_to_a_file_and_flushes_the_access_log_on_sigint(tmp_path
         "YIWANG_PSEUDONYM_KEY_FILE": str(tmp_path / "pseudonym.key"),
     }
     code = (
-        "from orchestration.settings import Settings; from thematic_libs.sharing.server import serve; "
+        "from ingestion.settings import Settings; from thematic_libs.sharing.server import serve; "
         f"serve(Settings.from_env(), '127.0.0.1', {port})"
     )
     server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent)

@@ -12,6 +12,7 @@ from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableSchema
 
+from ingestion.settings import warehouse_root
 from ingestion.warehouse import Warehouse
 from thematic_libs.sharing.datasets import Dataset, SharedColumn, all_datasets
 
@@ -105,8 +106,6 @@ def gold_dataset(table: str, warehouse_root: str) -> Dataset | None:
 def product_asset_facts(table: str) -> dict[str, Any]:
     """`metadata`, `owners` and `tags` for the asset of a gold product built in Python (`gold/dispatch/tickets`),
     to splat into `@asset(...)` or `AssetSpec(...)`; empty when products.yaml does not list the table."""
-    from orchestration.dbt_assets import warehouse_root
-
     product = gold_dataset(table, warehouse_root())
     if product is None:
         return {}

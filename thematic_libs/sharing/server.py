@@ -73,7 +73,7 @@ from thematic_libs.sharing.state import ShareState
 from thematic_libs.sharing.tokens import TokenError, parse_token
 
 if TYPE_CHECKING:
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
 try:  # orjson comes with dagster-dbt; the standard library does the same, a little slower
     import orjson

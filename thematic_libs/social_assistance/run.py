@@ -65,7 +65,7 @@ def resolve_pseudonymiser(key: bytes | Pseudonymiser | None) -> Pseudonymiser:
         return key
     if key is not None:
         return Pseudonymiser(key)
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     return Pseudonymiser.from_environment(Settings.from_env().key_file)
 

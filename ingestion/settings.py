@@ -12,6 +12,11 @@ from datetime import date
 from pathlib import Path
 
 from ingestion.bronze import DEFAULT_REJECT_SHARE
+from ingestion.warehouse import Warehouse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The warehouse that dbt's wiring and the asset metadata read when YIWANG_WAREHOUSE is unset (runs export it).
+DEFAULT_WAREHOUSE = REPO_ROOT / ".yiwang" / "warehouse"
 
 
 @dataclass(frozen=True)
@@ -62,3 +67,8 @@ class Settings:
             os.environ["YIWANG_AS_OF"] = self.as_of.isoformat()
         else:
             os.environ.pop("YIWANG_AS_OF", None)
+
+
+def warehouse_root() -> str:
+    """The warehouse root from YIWANG_WAREHOUSE, absolute (local) or without a trailing slash (s3://)."""
+    return Warehouse.at(os.environ.get("YIWANG_WAREHOUSE") or DEFAULT_WAREHOUSE).root
