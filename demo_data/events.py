@@ -19,13 +19,14 @@ from datetime import datetime, timedelta
 from importlib import resources
 
 import numpy as np
+import yaml
 
 from demo_data import vocab
 from demo_data.common import minute_number, rng
 from demo_data.enterprises import ACTIVE, Enterprises
 from demo_data.geography import Geography
 from demo_data.timeline import EVENTS_START, HOURLY_TIMES
-from thematic_libs.dispatch.keys import CST, default_window_hours, place_dedupe_key, ticket_id
+from ingestion.keys import CST, place_dedupe_key, ticket_id
 from thematic_libs.reference import load_enterprise_appeal_topics
 from thematic_libs.urban.corpus import corpus_split
 
@@ -423,12 +424,18 @@ class TicketEvents:
     note: np.ndarray
 
 
+def default_window_hours() -> int:
+    """The dispatch derivation's packaged default merge window, read as data (thematic_libs/dispatch/defaults.yaml)."""
+    text = resources.files("thematic_libs.dispatch").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    return int(yaml.safe_load(text)["dispatch"]["merge_window_hours"])
+
+
 def derived_tickets(reports: TextEvents, hotline: TextEvents, geo: Geography) -> tuple[np.ndarray, np.ndarray]:
     """The ids and creation minutes of the tickets the platform derives from these reports and appeals.
 
     The dispatch system reports on the platform's tickets, so the outcomes must carry the platform's
     ticket ids: the same dedupe key (event code, place, merge window) and the same id function
-    (`thematic_libs.dispatch.keys`).
+    (`ingestion.keys`, which the derivation shares).
     """
     window = default_window_hours()
     # Where the platform places each report: its grid; a hotline appeal without coordinates only in

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from thematic_libs.dispatch.keys import CST
+from ingestion.keys import CST
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

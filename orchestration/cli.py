@@ -893,8 +893,8 @@ def triage(
     ),
 ) -> None:
     """Appeals the classifier sent to human triage, with their top candidates."""
+    from ingestion.keys import CST
     from ingestion.settings import Settings
-    from thematic_libs.dispatch.keys import CST
     from thematic_libs.urban.events import TRIAGE
 
     store = existing_warehouse(warehouse or Settings.from_env().warehouse)

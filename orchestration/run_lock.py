@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from thematic_libs.dispatch.keys import CST
+from ingestion.keys import CST
 
 LOCKED = 3  # exit code of a run that found another one holding the warehouse
 

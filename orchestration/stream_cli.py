@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ingestion.keys import CST
 from orchestration.cli_output import existing_warehouse
 from orchestration.cli_output import fail as _fail
-from thematic_libs.dispatch.keys import CST
 
 console = Console()
 STREAM_FAILED = 4

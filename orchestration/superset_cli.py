@@ -19,9 +19,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ingestion.keys import CST
 from orchestration.cli_output import existing_warehouse
 from orchestration.cli_output import fail as _fail
-from thematic_libs.dispatch.keys import CST
 
 console = Console(soft_wrap=True)
 superset_app = typer.Typer(

@@ -11,10 +11,10 @@ import pytest
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
+from ingestion.keys import CST, place_dedupe_key, ticket_id, window_label
 from ingestion.warehouse import Warehouse
 from orchestration.cli import app
 from thematic_libs.dispatch.derive import DispatchConfig, derive_tickets, prepare
-from thematic_libs.dispatch.keys import CST, place_dedupe_key, ticket_id, window_label
 from thematic_libs.dispatch.schema import TICKET_SCHEMA
 from thematic_libs.dispatch.store import TICKET_SOURCES, changes_since, replace_source_rows, write_tickets
 

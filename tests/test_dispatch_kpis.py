@@ -23,8 +23,8 @@ from deltalake import write_deltalake
 from test_dbt_project import DBT_DIR, DbtWorkspace
 
 from ingestion.contract import get_contract
+from ingestion.keys import CST
 from thematic_libs.dispatch.derive import conform_tickets
-from thematic_libs.dispatch.keys import CST
 
 G1, G2 = "440605001001001", "440605001001002"
 

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ingestion.contract import get_contract
+from ingestion.keys import CST
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
 from orchestration.cli import app
 from tests.conftest import resident_id
-from thematic_libs.dispatch.keys import CST
 from thematic_libs.sharing.deliveries import (
     delivery_table,
     drop_delivery,

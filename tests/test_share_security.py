@@ -21,6 +21,7 @@ from deltalake import write_deltalake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingestion.keys import CST
 from tests.share_kit import (
     GRIDS,
     MEMBERS,
@@ -39,7 +40,6 @@ from tests.share_kit import (
     wait_for,
     write_members,
 )
-from thematic_libs.dispatch.keys import CST
 from thematic_libs.sharing.deliveries import delivery_table
 from thematic_libs.sharing.orders import OrderError, change_order, request_order
 from thematic_libs.sharing.server import PREFIX, signed_file_url

@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingestion.keys import check_window
 from thematic_libs import geo
 from thematic_libs.calendar import add_working_days
 from thematic_libs.config import load_section
-from thematic_libs.dispatch.keys import check_window, sql_ticket_id, sql_window_label
+from thematic_libs.dispatch.keys import sql_ticket_id, sql_window_label
 from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA, PRIORITIES, SOURCES, TICKET_SCHEMA
 from thematic_libs.reference import assign_departments, load_event_catalogue
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ingestion.keys import CST
 from ingestion.warehouse import Warehouse
-from thematic_libs.dispatch.keys import CST
 from thematic_libs.sharing.datasets import Dataset, SharedColumn, all_datasets
 
 OPEN_CLASSIFICATIONS = ("public", "internal")

@@ -33,8 +33,8 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
 from ingestion.delta_append import append_transactions
+from ingestion.keys import CST
 from ingestion.warehouse import Warehouse
-from thematic_libs.dispatch.keys import CST
 from thematic_libs.sharing.datasets import Dataset, DatasetError, get_dataset
 from thematic_libs.sharing.filters import FilterError, parse_filter
 

@@ -64,7 +64,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from thematic_libs.dispatch.keys import CST
+from ingestion.keys import CST
 from thematic_libs.sharing import DEFAULT_PORT
 from thematic_libs.sharing.datasets import DatasetError, get_dataset
 from thematic_libs.sharing.deliveries import delivered_columns, delivery_table, refresh_deliveries

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from ingestion.keys import CST
 from ingestion.pseudonym import Pseudonymiser, create_key_file, read_key_file
 from ingestion.warehouse import Warehouse
-from thematic_libs.dispatch.keys import CST
 from thematic_libs.sharing.access_log import AccessLog
 from thematic_libs.sharing.orders import AUDIT, Order, current_orders, read_audit
 from thematic_libs.sharing.tokens import TOKENS, TokenIndex, read_tokens

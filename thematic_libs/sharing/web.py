@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from thematic_libs.dispatch.keys import CST
+from ingestion.keys import CST
 from thematic_libs.sharing.access_log import ACCESS_LOG, usage_daily
 from thematic_libs.sharing.catalog import LAYERS, CatalogError, read_catalog, search_catalog
 from thematic_libs.sharing.datasets import SHARING_TYPES

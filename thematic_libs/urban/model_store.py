@@ -29,7 +29,7 @@ from typing import Any
 import joblib
 import polars as pl
 
-from thematic_libs.dispatch.keys import CST
+from ingestion.keys import CST
 from thematic_libs.urban.classifier import AppealClassifier, ClassifierConfig, data_fingerprint
 from thematic_libs.urban.corpus import corpus_split, file_sha256, read_labels
 from thematic_libs.urban.evaluation import evaluate, meets_floors

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
+from ingestion.keys import window_label
 from ingestion.warehouse import Warehouse
 from thematic_libs.dispatch.derive import DispatchConfig, conform_candidates
-from thematic_libs.dispatch.keys import window_label
 from thematic_libs.dispatch.schema import CANDIDATE_SCHEMA
 from thematic_libs.video.events import read_events
 
