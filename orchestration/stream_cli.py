@@ -249,6 +249,7 @@ def _hotline_simulator(warehouse, rate: float, duration: float, seed: int = 0):
     """Appeals at the places of the grid registry, in its district (most grids')."""
     import polars as pl
 
+    from demo_data.events import corpus_texts
     from ingestion.streaming.simulate import HotlineSimulator
     from thematic_libs.urban.events import read_grids
 
@@ -256,7 +257,8 @@ def _hotline_simulator(warehouse, rate: float, duration: float, seed: int = 0):
     assert isinstance(grids, pl.DataFrame)
     if grids.height == 0:
         raise _fail("the grid registry is empty: run `yiwang run` first (it loads zhengshu.grid_registry)")
-    return HotlineSimulator(grids, str(grids["district_code"].mode().first()), rate, duration, seed=seed)
+    district = str(grids["district_code"].mode().first())
+    return HotlineSimulator(grids, district, rate, duration, texts=corpus_texts(), seed=seed)
 
 
 def _produce(settings, kafka, short_name: str, messages, record: Path | None, what: str) -> None:

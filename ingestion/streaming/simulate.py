@@ -10,8 +10,8 @@ Simulated time may run faster than the wall clock (`time_scale`): readings then 
 that start `duration x time_scale` seconds in the past and end now, so a one-minute demo shows an
 hour of rain, incidents opening and closing, without any event time in the future.
 
-`HotlineSimulator` sends appeals written like the hotline's (texts of the labelled corpus's
-training split), keyed by `appeal_id`.
+`HotlineSimulator` sends appeals written like the hotline's (the caller passes the texts: the labelled
+corpus's training split, `demo_data.events.corpus_texts`), keyed by `appeal_id`.
 
 Both record what they sent (`record`: one JSON line per message with its kind) so that tests and
 benchmarks can say what bronze must hold.
@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO
@@ -216,13 +216,21 @@ class IotSimulator:
 class HotlineSimulator:
     """Appeals as the hotline receives them, `rate` per second for `duration` seconds."""
 
-    def __init__(self, grids: pl.DataFrame, district_code: str, rate: float, duration: float, *, seed: int = 0) -> None:
-        from demo_data.events import corpus_texts
-
+    def __init__(
+        self,
+        grids: pl.DataFrame,
+        district_code: str,
+        rate: float,
+        duration: float,
+        *,
+        texts: Mapping[str, Sequence[str]],
+        seed: int = 0,
+    ) -> None:
+        """`texts`: appeal texts by event code."""
         if grids.height == 0:
             raise ValueError("the grid registry is empty: load zhengshu.grid_registry first (yiwang run)")
         self.grids = grids.select("grid_code", "center_lon", "center_lat").rows()
-        self.texts = [(code, text) for code, texts in sorted(corpus_texts().items()) for text in texts]
+        self.texts = [(code, text) for code, code_texts in sorted(texts.items()) for text in code_texts]
         self.district_code = district_code
         self.rate = rate
         self.duration = duration
