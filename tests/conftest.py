@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +20,31 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[name]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
-    """Each test (its fixtures' set-up included) leaves the process environment as it found it.
+@contextmanager
+def environment_kept() -> Iterator[None]:
+    """Whatever runs inside leaves os.environ as it found it.
 
-    An in-process `yiwang run` publishes its settings to os.environ for dbt and Dagster (Settings.export); without
-    this, the next test's runs would read that test's DuckDB file and reports folder."""
+    An in-process `yiwang run` or `build_definitions()` publishes its settings to os.environ for dbt and Dagster
+    (Settings.export); without this, later tests' runs would read that test's DuckDB file and reports folder."""
     saved = dict(os.environ)
     try:
-        return (yield)
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def platform_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a `yiwang` subprocess with its own home: every other YIWANG_ setting left out."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith("YIWANG_")}
+    return {**kept, "YIWANG_HOME": str(home), **extra}
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Per test, after the module and session fixtures (whose environment their tests share) are set up."""
+    with environment_kept():
+        yield
 
 
 def resident_id(i: int, year: int = 1980) -> str:
@@ -104,7 +118,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
     root = tmp_path_factory.mktemp("demo_run")
     summary = generate_landing_zone(root / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
-    env = {**os.environ, "YIWANG_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1"}
+    env = platform_env(root / "home", PYTHONUNBUFFERED="1")
     env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
     done = subprocess.run(

@@ -23,6 +23,7 @@ from ingestion.silver import apply_silver, silver_table
 from ingestion.warehouse import Warehouse
 from orchestration.resources import PlatformResource
 from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
+from tests.conftest import platform_env
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = "minzheng.assistance_cases"
@@ -96,7 +97,7 @@ def test_empty_and_shrinking_snapshots_are_held_then_confirmed(demo_landing: Pat
     assert ingest_contract(contract, landing, warehouse) == []  # held batches stay decided until confirmed
 
     # A data officer confirms the shrinking one: the next ingestion loads it, and the ledger says who and why.
-    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "USER": "officer-li"}
+    env = platform_env(tmp_path / "home", USER="officer-li")
     confirm = [sys.executable, "-m", "orchestration.cli", "batches", "confirm", CASES]
     common = ["--warehouse", str(warehouse.root)]
 
@@ -217,7 +218,7 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockHeld, match=rf"pid {holder.pid} on .* since 20\d\d-"), run_lock(warehouse):
             pass
-        env = {**os.environ, "YIWANG_HOME": str(home)}
+        env = platform_env(home)
         (tmp_path / "landing").mkdir()
         second = subprocess.run(
             [
@@ -266,9 +267,8 @@ def test_a_failed_steps_own_message_reaches_the_console() -> None:
 
 def _yiwang_run(landing: Path, home: Path, cwd: Path, **settings: str) -> subprocess.CompletedProcess:
     """`yiwang run` on `landing` as of the demo date in a fresh home, as `make run` would; it must exit 0."""
-    env = {**os.environ, "YIWANG_HOME": str(home), "COLUMNS": "200", **settings}
-    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
-        env.pop(name, None)
+    env = platform_env(home, COLUMNS="200", **settings)
+    env.pop("DAGSTER_HOME", None)
     done = subprocess.run(
         [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", "2026-11-15"],
         env=env,

@@ -21,6 +21,7 @@ from ingestion.landing import find_batches
 from ingestion.warehouse import Warehouse
 from orchestration.cli import app
 from orchestration.incremental import RUN_STATE, table_versions
+from tests.conftest import environment_kept
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +32,10 @@ PROCESSING_TIMES = {"_ingested_at", "ingested_at", "built_at", "derived_at", "sc
 
 def _run(home: Path, landing: Path, *extra: str) -> tuple[str, float]:
     started = time.perf_counter()
-    result = CliRunner().invoke(
-        app, ["run", "--landing", str(landing), "--warehouse", str(home / "warehouse"), *extra], env=_env(home)
-    )
+    with environment_kept():  # the module's fixture runs before any test's own environment guard
+        result = CliRunner().invoke(
+            app, ["run", "--landing", str(landing), "--warehouse", str(home / "warehouse"), *extra], env=_env(home)
+        )
     assert result.exit_code == 0, result.output[-3000:]
     return result.output, time.perf_counter() - started
 
