@@ -95,15 +95,22 @@ class DemoRun:
     home: Path
     landing: Path
     as_of: str
+    output: str
 
     @property
     def warehouse(self) -> Path:
         return self.home / "warehouse"
 
+    def settings(self) -> dict[str, str]:
+        """What another run on the same landing zone sets to build the same rows (the pseudonym key included)."""
+        return {"YIWANG_PSEUDONYM_KEY": DEMO_RUN_KEY.hex(), "YIWANG_AS_OF": self.as_of}
+
 
 # Seed 3 at this scale: its planted defects quarantine no party organisation that has branches below it
 # (an orphaned branch fails the org tree's relationship test in dbt, and dbt then skips the party marts).
 DEMO_RUN_SCALE, DEMO_RUN_SEED = 0.05, 3
+# A fixed key: tests that compare another run's pseudonymised rows with this run's use the same one.
+DEMO_RUN_KEY = b"demo-run-test-key-0123456789abcd"
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +125,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
     root = tmp_path_factory.mktemp("demo_run")
     summary = generate_landing_zone(root / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
-    env = platform_env(root / "home", PYTHONUNBUFFERED="1")
+    env = platform_env(root / "home", PYTHONUNBUFFERED="1", YIWANG_PSEUDONYM_KEY=DEMO_RUN_KEY.hex())
     env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
     done = subprocess.run(
@@ -130,4 +137,6 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return DemoRun(root=root, home=root / "home", landing=root / "landing", as_of=summary.as_of.isoformat())
+    return DemoRun(
+        root=root, home=root / "home", landing=root / "landing", as_of=summary.as_of.isoformat(), output=done.stdout
+    )

@@ -23,7 +23,7 @@ from ingestion.silver import apply_silver, silver_table
 from ingestion.warehouse import Warehouse
 from orchestration.resources import PlatformResource
 from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
-from tests.conftest import platform_env
+from tests.conftest import DemoRun, platform_env
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = "minzheng.assistance_cases"
@@ -265,12 +265,14 @@ def test_a_failed_steps_own_message_reaches_the_console() -> None:
     assert root_cause(wrapper) == "ValueError: pseudonym key file /x/pseudonym.key is empty; delete it"
 
 
-def _yiwang_run(landing: Path, home: Path, cwd: Path, **settings: str) -> subprocess.CompletedProcess:
+def _yiwang_run(
+    landing: Path, home: Path, cwd: Path, as_of: str = "2026-11-15", **settings: str
+) -> subprocess.CompletedProcess:
     """`yiwang run` on `landing` as of the demo date in a fresh home, as `make run` would; it must exit 0."""
     env = platform_env(home, COLUMNS="200", **settings)
     env.pop("DAGSTER_HOME", None)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", "2026-11-15"],
+        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", as_of],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -336,15 +338,15 @@ def test_smaller_faults_each_get_their_own_reason(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_clean_runs_publish_the_same_gold(demo_landing: Path, tmp_path: Path) -> None:
-    """Same landing zone, same as-of date, same pseudonym key, two fresh warehouses: every gold table holds
-    the same rows (only the run ids differ), floats included."""
+def test_two_clean_runs_publish_the_same_gold(demo_run: DemoRun, tmp_path: Path) -> None:
+    """Same landing zone, same as-of date, same pseudonym key, two fresh warehouses (the session's demo run and
+    one more): every gold table holds the same rows (only the run ids differ), floats included."""
     from deltalake import DeltaTable
 
-    homes = [tmp_path / "first", tmp_path / "second"]
-    for home in homes:
-        _yiwang_run(demo_landing, home, tmp_path, YIWANG_PSEUDONYM_KEY=KEY.hex())
-    first, second = (home / "warehouse" for home in homes)
+    settings = demo_run.settings()
+    as_of = settings.pop("YIWANG_AS_OF")
+    _yiwang_run(demo_run.landing, tmp_path / "second", tmp_path, as_of=as_of, **settings)
+    first, second = demo_run.warehouse, tmp_path / "second" / "warehouse"
     tables = sorted(log.parent.relative_to(first) for log in first.glob("gold/**/_delta_log"))
     assert len(tables) > 20
     for table in tables:
