@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +20,31 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[name]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
-    """Each test (its fixtures' set-up included) leaves the process environment as it found it.
+@contextmanager
+def environment_kept() -> Iterator[None]:
+    """Whatever runs inside leaves os.environ as it found it.
 
-    An in-process `yiwang run` publishes its settings to os.environ for dbt and Dagster (Settings.export); without
-    this, the next test's runs would read that test's DuckDB file and reports folder."""
+    An in-process `yiwang run` or `build_definitions()` publishes its settings to os.environ for dbt and Dagster
+    (Settings.export); without this, later tests' runs would read that test's DuckDB file and reports folder."""
     saved = dict(os.environ)
     try:
-        return (yield)
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def platform_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a `yiwang` subprocess with its own home: every other YIWANG_ setting left out."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith("YIWANG_")}
+    return {**kept, "YIWANG_HOME": str(home), **extra}
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Per test, after the module and session fixtures (whose environment their tests share) are set up."""
+    with environment_kept():
+        yield
 
 
 def resident_id(i: int, year: int = 1980) -> str:
@@ -81,15 +95,22 @@ class DemoRun:
     home: Path
     landing: Path
     as_of: str
+    output: str
 
     @property
     def warehouse(self) -> Path:
         return self.home / "warehouse"
 
+    def settings(self) -> dict[str, str]:
+        """What another run on the same landing zone sets to build the same rows (the pseudonym key included)."""
+        return {"YIWANG_PSEUDONYM_KEY": DEMO_RUN_KEY.hex(), "YIWANG_AS_OF": self.as_of}
+
 
 # Seed 3 at this scale: its planted defects quarantine no party organisation that has branches below it
 # (an orphaned branch fails the org tree's relationship test in dbt, and dbt then skips the party marts).
 DEMO_RUN_SCALE, DEMO_RUN_SEED = 0.05, 3
+# A fixed key: tests that compare another run's pseudonymised rows with this run's use the same one.
+DEMO_RUN_KEY = b"demo-run-test-key-0123456789abcd"
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +125,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
     root = tmp_path_factory.mktemp("demo_run")
     summary = generate_landing_zone(root / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
-    env = {**os.environ, "YIWANG_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1"}
+    env = platform_env(root / "home", PYTHONUNBUFFERED="1", YIWANG_PSEUDONYM_KEY=DEMO_RUN_KEY.hex())
     env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
     done = subprocess.run(
@@ -116,4 +137,6 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return DemoRun(root=root, home=root / "home", landing=root / "landing", as_of=summary.as_of.isoformat())
+    return DemoRun(
+        root=root, home=root / "home", landing=root / "landing", as_of=summary.as_of.isoformat(), output=done.stdout
+    )

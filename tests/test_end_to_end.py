@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from ingestion.ledger import read_ledger, read_quarantine
 from ingestion.pipeline import ingest_contract, ingest_unknown
 from ingestion.silver import apply_silver
 from ingestion.warehouse import Warehouse
+from tests.conftest import platform_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ def test_no_raw_id_number_outside_bronze(landed):
 @pytest.mark.slow
 def test_yiwang_run_end_to_end(tmp_path):
     """What `make run` does, on a small demo: exit 0, a summary, every layer materialised."""
-    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    env = platform_env(tmp_path / "home", PYTHONUNBUFFERED="1")
     env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
     result = subprocess.run(

@@ -23,6 +23,7 @@ from ingestion.silver import apply_silver, silver_table
 from ingestion.warehouse import Warehouse
 from orchestration.resources import PlatformResource
 from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
+from tests.conftest import DemoRun, platform_env
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = "minzheng.assistance_cases"
@@ -96,7 +97,7 @@ def test_empty_and_shrinking_snapshots_are_held_then_confirmed(demo_landing: Pat
     assert ingest_contract(contract, landing, warehouse) == []  # held batches stay decided until confirmed
 
     # A data officer confirms the shrinking one: the next ingestion loads it, and the ledger says who and why.
-    env = {**os.environ, "YIWANG_HOME": str(tmp_path / "home"), "USER": "officer-li"}
+    env = platform_env(tmp_path / "home", USER="officer-li")
     confirm = [sys.executable, "-m", "orchestration.cli", "batches", "confirm", CASES]
     common = ["--warehouse", str(warehouse.root)]
 
@@ -217,7 +218,7 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockHeld, match=rf"pid {holder.pid} on .* since 20\d\d-"), run_lock(warehouse):
             pass
-        env = {**os.environ, "YIWANG_HOME": str(home)}
+        env = platform_env(home)
         (tmp_path / "landing").mkdir()
         second = subprocess.run(
             [
@@ -264,13 +265,14 @@ def test_a_failed_steps_own_message_reaches_the_console() -> None:
     assert root_cause(wrapper) == "ValueError: pseudonym key file /x/pseudonym.key is empty; delete it"
 
 
-def _yiwang_run(landing: Path, home: Path, cwd: Path, **settings: str) -> subprocess.CompletedProcess:
+def _yiwang_run(
+    landing: Path, home: Path, cwd: Path, as_of: str = "2026-11-15", **settings: str
+) -> subprocess.CompletedProcess:
     """`yiwang run` on `landing` as of the demo date in a fresh home, as `make run` would; it must exit 0."""
-    env = {**os.environ, "YIWANG_HOME": str(home), "COLUMNS": "200", **settings}
-    for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
-        env.pop(name, None)
+    env = platform_env(home, COLUMNS="200", **settings)
+    env.pop("DAGSTER_HOME", None)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", "2026-11-15"],
+        [str(Path(sys.executable).parent / "yiwang"), "run", "--landing", str(landing), "--as-of", as_of],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -336,15 +338,15 @@ def test_smaller_faults_each_get_their_own_reason(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_clean_runs_publish_the_same_gold(demo_landing: Path, tmp_path: Path) -> None:
-    """Same landing zone, same as-of date, same pseudonym key, two fresh warehouses: every gold table holds
-    the same rows (only the run ids differ), floats included."""
+def test_two_clean_runs_publish_the_same_gold(demo_run: DemoRun, tmp_path: Path) -> None:
+    """Same landing zone, same as-of date, same pseudonym key, two fresh warehouses (the session's demo run and
+    one more): every gold table holds the same rows (only the run ids differ), floats included."""
     from deltalake import DeltaTable
 
-    homes = [tmp_path / "first", tmp_path / "second"]
-    for home in homes:
-        _yiwang_run(demo_landing, home, tmp_path, YIWANG_PSEUDONYM_KEY=KEY.hex())
-    first, second = (home / "warehouse" for home in homes)
+    settings = demo_run.settings()
+    as_of = settings.pop("YIWANG_AS_OF")
+    _yiwang_run(demo_run.landing, tmp_path / "second", tmp_path, as_of=as_of, **settings)
+    first, second = demo_run.warehouse, tmp_path / "second" / "warehouse"
     tables = sorted(log.parent.relative_to(first) for log in first.glob("gold/**/_delta_log"))
     assert len(tables) > 20
     for table in tables:

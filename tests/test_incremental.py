@@ -1,9 +1,10 @@
 """Incremental runs (issue 16): nothing new does nothing; one new batch rebuilds what depends on it, and the result
 is the same as a run from scratch.
 
-Four real `yiwang run`s on a small demo landing zone, in process: (1) a full run with the newest hotline batch held
-back, (2) a run with nothing new, (3) the held-back batch delivered, (4) a run from scratch on the complete landing
-zone into another warehouse. Silver and gold of (3) and (4) are compared by content, row by row.
+Three real `yiwang run`s, in process, on a copy of the session's demo landing zone (tests/conftest.py: demo_run):
+(1) a full run with the newest non-empty hotline batch held back, (2) a run with nothing new, (3) the held-back
+batch delivered. Silver and gold of (3) are compared by content, row by row, with the session's demo run: a run
+from scratch on the complete landing zone, as of the same date, with the same pseudonym key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ingestion.landing import find_batches
 from ingestion.warehouse import Warehouse
 from orchestration.cli import app
 from orchestration.incremental import RUN_STATE, table_versions
+from tests.conftest import DemoRun, environment_kept
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +31,21 @@ HELD_BACK_CONTRACT = "zhengshu.hotline_appeals"
 PROCESSING_TIMES = {"_ingested_at", "ingested_at", "built_at", "derived_at", "scored_at", "processed_at", "run_id"}
 
 
-def _run(home: Path, landing: Path, *extra: str) -> tuple[str, float]:
+def _run(home: Path, landing: Path, demo_run: DemoRun) -> tuple[str, float]:
     started = time.perf_counter()
-    result = CliRunner().invoke(
-        app, ["run", "--landing", str(landing), "--warehouse", str(home / "warehouse"), *extra], env=_env(home)
-    )
+    settings = demo_run.settings()
+    with environment_kept():  # the module's fixture runs before any test's own environment guard
+        result = CliRunner().invoke(
+            app,
+            ["run", "--landing", str(landing), "--warehouse", str(home / "warehouse"), "--as-of", demo_run.as_of],
+            env=_env(home, YIWANG_PSEUDONYM_KEY=settings["YIWANG_PSEUDONYM_KEY"]),
+        )
     assert result.exit_code == 0, result.output[-3000:]
     return result.output, time.perf_counter() - started
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {"YIWANG_HOME": str(home), "DAGSTER_HOME": ""}
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    return {"YIWANG_HOME": str(home), "DAGSTER_HOME": "", **extra}
 
 
 def _rows(batch: Path) -> int:
@@ -49,12 +55,10 @@ def _rows(batch: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def landing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A small demo landing zone, and its newest non-empty hotline batch moved aside (delivered later by a test)."""
-    from demo_data import generate_landing_zone
-
+def landing(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of the demo landing zone, its newest non-empty hotline batch moved aside (delivered later by a test)."""
     root = tmp_path_factory.mktemp("incremental")
-    generate_landing_zone(root / "landing", scale=0.05, seed=5, progress=False)
+    shutil.copytree(demo_run.landing, root / "landing")
     newest = max(
         (b for b in find_batches(root / "landing") if b.contract_id == HELD_BACK_CONTRACT and _rows(b.path) > 0),
         key=lambda b: b.sort_key,
@@ -66,17 +70,17 @@ def landing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def incremental(landing: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def incremental(landing: tuple[Path, Path], demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
     zone, held = landing
     home = tmp_path_factory.mktemp("home_incremental")
     warehouse = Warehouse.at(home / "warehouse")
-    first, _ = _run(home, zone)
+    first, _ = _run(home, zone, demo_run)
     before = table_versions(warehouse)
-    again, again_seconds = _run(home, zone)
+    again, again_seconds = _run(home, zone, demo_run)
     after_again = table_versions(warehouse)
     original = next(b for b in find_batches(zone) if b.contract_id == HELD_BACK_CONTRACT).path.parent / held.name
     shutil.move(held, original)
-    delivered, _ = _run(home, zone)
+    delivered, _ = _run(home, zone, demo_run)
     return {
         "home": home,
         "outputs": (first, again, delivered),
@@ -111,13 +115,8 @@ def _content(warehouse: Warehouse, table: str) -> pl.DataFrame:
     return frame.select(kept).sort(kept, nulls_last=True)
 
 
-def test_the_incremental_result_equals_a_run_from_scratch(
-    incremental: dict, landing: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    zone, _ = landing
-    scratch = tmp_path_factory.mktemp("home_scratch")
-    _run(scratch, zone)
-    built, fresh = Warehouse.at(incremental["home"] / "warehouse"), Warehouse.at(scratch / "warehouse")
+def test_the_incremental_result_equals_a_run_from_scratch(incremental: dict, demo_run: DemoRun) -> None:
+    built, fresh = Warehouse.at(incremental["home"] / "warehouse"), Warehouse.at(demo_run.warehouse)
     tables = sorted(t for t in table_versions(fresh) if t.split("/")[0] in ("silver", "gold"))
     assert set(tables) == {t for t in table_versions(built) if t.split("/")[0] in ("silver", "gold")}
     differing = [t for t in tables if not _content(built, t).equals(_content(fresh, t))]

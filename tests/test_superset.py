@@ -10,7 +10,6 @@ stopped by its pid at the end, leaving nothing running."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from typer.testing import CliRunner
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
 from orchestration.cli import app
-from tests.conftest import DemoRun
+from tests.conftest import DemoRun, platform_env
 from thematic_libs.analytics.browser import CHROMIUM, superset_browser
 from thematic_libs.analytics.bundle import BUNDLE_DIR, dump, normalise_export, read_bundle
 from thematic_libs.analytics.superset_service import (
@@ -119,7 +118,7 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         share_activity(Warehouse.at(home / "warehouse"), home / "secrets" / "pseudonym.key")
     finally:
         preparing.join()
-    env = {**os.environ, "YIWANG_HOME": str(home), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env = platform_env(home, PYTHONUNBUFFERED="1", COLUMNS="200")
     for name in ("DAGSTER_HOME", "YIWANG_WAREHOUSE", "YIWANG_DUCKDB", "YIWANG_LANDING", "YIWANG_AS_OF"):
         env.pop(name, None)
     if setup_error:
