@@ -30,6 +30,7 @@ from ingestion.bronze import BatchOutcome
 from ingestion.contract import Contract, batch_contracts, image_contracts
 from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.silver import apply_silver, silver_table
+from orchestration.batch_partitions import batch_partition, landing_batches, record_batches
 from orchestration.resources import PlatformResource
 from quality.runner import QualityRecorder
 from thematic_libs.sharing.asset_metadata import contract_dataset, dataset_metadata, dataset_owners, dataset_tags
@@ -86,6 +87,7 @@ def build_bronze_asset(contract: Contract) -> AssetsDefinition:
         for o in outcomes:
             if o.status == "rejected":
                 context.log.warning(f"{contract.id} {o.batch_id} rejected: {o.reason}")
+        record_batches(context, outcomes)  # each batch's partition of ops/batch, with its ledger outcome
         quality_seconds = round(sum(r.seconds for r in recorder.results), 2)  # the Great Expectations pass
         return MaterializeResult(metadata={**_outcome_metadata(outcomes), "quality_seconds": quality_seconds})
 
@@ -149,8 +151,9 @@ def build_silver_key_check(contract: Contract) -> AssetChecksDefinition:
     description="Batches delivered under a department/dataset that no contract describes: rejected on the ledger.",
     kinds={"delta"},
 )
-def unknown_deliveries(platform: PlatformResource) -> MaterializeResult:
+def unknown_deliveries(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
     outcomes = ingest_unknown(platform.landing_path(), platform.get_warehouse())
+    record_batches(context, outcomes)
     return MaterializeResult(metadata=_outcome_metadata(outcomes))
 
 
@@ -179,8 +182,13 @@ def new_landing_batches(context: SensorEvaluationContext, platform: PlatformReso
     for b in ready:
         contract = contracts.get(b.contract_id)
         selection.update((bronze_key(contract), silver_key(contract)) if contract else (unknown_deliveries.key,))
-    run_key = hashlib.sha256("|".join(sorted(f"{b.contract_id}/{b.batch_id}" for b in ready)).encode()).hexdigest()
-    return SensorResult(run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))])
+    keys = sorted(batch_partition(b.contract_id, b.batch_id) for b in ready)
+    run_key = hashlib.sha256("|".join(keys).encode()).hexdigest()
+    return SensorResult(
+        run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))],
+        # the new batches show on ops/batch's partitions page as soon as they are seen
+        dynamic_partitions_requests=[landing_batches.build_add_request(keys)],
+    )
 
 
 def ingestion_assets() -> list[AssetsDefinition]:
