@@ -9,11 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from dagster import AssetRecordsFilter, DagsterInstance, materialize
+from typer.testing import CliRunner
 
 from ingestion.contract import get_contract
 from ingestion.ledger import read_ledger, read_quarantine
 from ingestion.warehouse import Warehouse
 from orchestration.batch_partitions import BATCH_KEY, LANDING_BATCHES, batch, batch_partition
+from orchestration.cli import app
 from orchestration.ingestion_assets import build_bronze_asset, build_silver_asset
 from orchestration.resources import PlatformResource
 from tests.conftest import person
@@ -134,6 +136,32 @@ def test_a_loaded_batch_broken_in_place_and_rerun_leaves_bronze_and_silver(landi
     quarantine = read_quarantine(warehouse).filter(pl.col("batch_id") == FIRST)
     assert quarantine["row_number"].n_unique() == 10 and quarantine["quarantined_at"].n_unique() == 1
     assert warehouse.table(f"silver/{HOUSEHOLDS.table_path}").to_pyarrow_table().num_rows == 0
+
+
+def test_cli_reruns_a_batch_and_refuses_an_unknown_one(tmp_path, landing, warehouse, platform, monkeypatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("YIWANG_HOME", str(tmp_path / "home"))
+    deliver(landing)
+    assert materialize(
+        [build_bronze_asset(HOUSEHOLDS)], resources={"platform": platform}, instance=DagsterInstance.ephemeral()
+    ).success
+    write_batch(landing, HOUSEHOLDS.id, SECOND, [person(i) for i in range(12)])
+    common = ["--landing", str(landing), "--warehouse", warehouse.root]
+    result = CliRunner().invoke(
+        app, ["batches", "rerun", f"{HOUSEHOLDS.id}/{SECOND}", *common], prog_name="yiwang", env={"COLUMNS": "100"}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{HOUSEHOLDS.id}/{SECOND}: loaded, 12 rows loaded" in result.output
+    assert decisions(warehouse, SECOND) == ["rejected", "loaded"]
+
+    for wrong, words in [
+        (f"{HOUSEHOLDS.id}/20991231T000000", "no batch"),
+        ("gongan.household_registration", "does not name a batch"),
+    ]:
+        result = CliRunner().invoke(app, ["batches", "rerun", wrong, *common], prog_name="yiwang")
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and words in lines[0], result.stderr
 
 
 def test_the_sensor_registers_new_batches_as_partitions(landing, warehouse, platform) -> None:
