@@ -28,9 +28,11 @@ from dagster import (
 
 from ingestion.bronze import BatchOutcome
 from ingestion.contract import Contract, batch_contracts, image_contracts
+from ingestion.ledger import read_ledger
 from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.silver import apply_silver, silver_table
-from orchestration.batch_partitions import batch_partition, landing_batches, record_batches
+from ingestion.warehouse import Warehouse
+from orchestration.batch_partitions import LANDING_BATCHES, batch_partition, landing_batches, record_batches
 from orchestration.resources import PlatformResource
 from quality.runner import QualityRecorder
 from thematic_libs.sharing.asset_metadata import contract_dataset, dataset_metadata, dataset_owners, dataset_tags
@@ -166,17 +168,23 @@ def _sensor_target() -> AssetSelection:
     name="new_landing_batches",
     minimum_interval_seconds=60,
     target=_sensor_target(),
-    description="Starts a run for the contracts that have new complete batches in the landing zone.",
+    description="Starts a run for the contracts that have new complete batches in the landing zone, and shows "
+    "every batch as a partition of ops/batch.",
 )
 def new_landing_batches(context: SensorEvaluationContext, platform: PlatformResource) -> SensorResult | SkipReason:
     contracts = batch_contracts()
     images = image_contracts()  # frame batches: the video sensor (orchestration/video_assets.py) starts those
+    warehouse = platform.get_warehouse()
     ready = [
-        b
-        for b in pending_batches(platform.landing_path(), platform.get_warehouse())
-        if b.is_complete and b.contract_id not in images
+        b for b in pending_batches(platform.landing_path(), warehouse) if b.is_complete and b.contract_id not in images
     ]
+    earlier = _unregistered(context, warehouse, set(images))
     if not ready:
+        if earlier:  # batches decided before they were partitions (an older warehouse, another Dagster instance)
+            return SensorResult(
+                skip_reason="no new complete batches",
+                dynamic_partitions_requests=[landing_batches.build_add_request(earlier)],
+            )
         return SkipReason("no new complete batches")
     selection: set[AssetKey] = set()
     for b in ready:
@@ -187,8 +195,19 @@ def new_landing_batches(context: SensorEvaluationContext, platform: PlatformReso
     return SensorResult(
         run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))],
         # the new batches show on ops/batch's partitions page as soon as they are seen
-        dynamic_partitions_requests=[landing_batches.build_add_request(keys)],
+        dynamic_partitions_requests=[landing_batches.build_add_request(sorted({*keys, *earlier}))],
     )
+
+
+def _unregistered(context: SensorEvaluationContext, warehouse: Warehouse, images: set[str]) -> list[str]:
+    """Partition keys of the batches on the ledger that the instance does not know as partitions yet."""
+    ledger = read_ledger(warehouse)
+    decided = {
+        batch_partition(c, b)
+        for c, b in zip(ledger["contract_id"].to_list(), ledger["batch_id"].to_list(), strict=True)
+        if c not in images
+    }
+    return sorted(decided - set(context.instance.get_dynamic_partitions(LANDING_BATCHES)))
 
 
 def ingestion_assets() -> list[AssetsDefinition]:

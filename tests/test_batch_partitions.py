@@ -175,7 +175,19 @@ def test_the_sensor_registers_new_batches_as_partitions(landing, warehouse, plat
         build_sensor_context(instance=instance, resources={"platform": platform}) as context,
     ):
         result = new_landing_batches(context)
-    assert isinstance(result, SensorResult)
-    [request] = result.dynamic_partitions_requests
-    assert request.partitions_def_name == LANDING_BATCHES
-    assert set(request.partition_keys) == {batch_partition(HOUSEHOLDS.id, b) for b in (FIRST, SECOND)}
+        assert isinstance(result, SensorResult)
+        [request] = result.dynamic_partitions_requests
+        assert request.partitions_def_name == LANDING_BATCHES
+        assert set(request.partition_keys) == {batch_partition(HOUSEHOLDS.id, b) for b in (FIRST, SECOND)}
+
+        # batches decided by a run on another Dagster instance (or before batches were partitions) are registered
+        # by the next evaluation, which starts no run for them
+        assert materialize(
+            [build_bronze_asset(HOUSEHOLDS)], resources={"platform": platform}, instance=DagsterInstance.ephemeral()
+        ).success
+        instance.add_dynamic_partitions(LANDING_BATCHES, [batch_partition(HOUSEHOLDS.id, FIRST)])
+        with build_sensor_context(instance=instance, resources={"platform": platform}) as context:
+            result = new_landing_batches(context)
+        assert isinstance(result, SensorResult) and not result.run_requests
+        [request] = result.dynamic_partitions_requests
+        assert request.partition_keys == [batch_partition(HOUSEHOLDS.id, SECOND)]
