@@ -138,6 +138,23 @@ def test_a_loaded_batch_broken_in_place_and_rerun_leaves_bronze_and_silver(landi
     assert warehouse.table(f"silver/{HOUSEHOLDS.table_path}").to_pyarrow_table().num_rows == 0
 
 
+def test_rerunning_an_unchanged_batch_with_bad_rows_replaces_bronze_and_quarantine(
+    landing, warehouse, platform
+) -> None:
+    rows = [person(i, id_number="bad") if i == 0 else person(i) for i in range(40)]
+    write_batch(landing, HOUSEHOLDS.id, FIRST, rows)
+    instance = DagsterInstance.ephemeral()
+    assert materialize([build_bronze_asset(HOUSEHOLDS)], resources={"platform": platform}, instance=instance).success
+    before = read_quarantine(warehouse).height
+    assert before > 0 and bronze(warehouse).height == 39
+    key = batch_partition(HOUSEHOLDS.id, FIRST)
+    for _ in range(2):
+        assert materialize([batch], partition_key=key, resources={"platform": platform}, instance=instance).success
+    assert bronze(warehouse).height == 39 and read_quarantine(warehouse).height == before
+    assert decisions(warehouse, FIRST) == ["loaded", "loaded", "loaded"]
+    assert set(read_ledger(warehouse)["rows_quarantined"]) == {1}
+
+
 def test_cli_reruns_a_batch_and_refuses_an_unknown_one(tmp_path, landing, warehouse, platform, monkeypatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("YIWANG_HOME", str(tmp_path / "home"))
