@@ -574,7 +574,7 @@ def batches_rerun(
         parse_batch_partition,
     )
     from orchestration.resources import PlatformResource
-    from orchestration.run_lock import LOCKED, RunLockHeld
+    from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
     from orchestration.settings import Settings
 
     settings = Settings.from_env().with_overrides(landing=landing.resolve() if landing else None, warehouse=warehouse)
@@ -594,26 +594,33 @@ def batches_rerun(
     instance = DagsterInstance.get() if _prepared_dagster_home() else DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(LANDING_BATCHES, keys)
     failed = 0
-    for key in keys:
-        try:
-            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-        except RunLockHeld as held:
-            raise _fail(str(held), LOCKED) from None
-        if not result.success:
-            failed += 1
-            errors = [e.message for e in result.all_events if e.is_failure]
-            console.print(f"[red]{key}: the run failed[/] ({errors[-1] if errors else 'see the Dagster run'})")
-            continue
-        [materialization] = result.asset_materializations_for_node(batch.op.name)
-        meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
-        line = f"{key}: {meta['status']}, {meta['rows_loaded']:,} rows loaded, {meta['rows_quarantined']:,} quarantined"
-        if meta.get("silver_action"):
-            line += f"; silver {meta['silver_action']} ({meta['silver_rows']:,} rows)"
-        console.print(line, highlight=False)
-        if meta.get("reason"):
-            console.print(f"  [dim]{meta['reason']}[/]", highlight=False)
+    try:
+        with run_lock(settings.warehouse):  # the resource takes it again in process (re-entrant)
+            for key in keys:
+                failed += not _rerun_one(job, key, instance, batch.op.name)
+    except RunLockHeld as held:
+        raise _fail(str(held), LOCKED) from None
     if failed:
         raise typer.Exit(1)
+    console.print("[dim]the next `yiwang run` rebuilds what reads these batches (dbt models, gold)[/]")
+
+
+def _rerun_one(job, key: str, instance, node: str) -> bool:
+    """One `land_batches` run for one batch, its outcome in a line (and its reason under it)."""
+    result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+    if not result.success:
+        errors = [e.message for e in result.all_events if e.is_failure]
+        console.print(f"[red]{key}: the run failed[/] ({errors[-1] if errors else 'see the Dagster run'})")
+        return False
+    [materialization] = result.asset_materializations_for_node(node)
+    meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    line = f"{key}: {meta['status']}, {meta['rows_loaded']:,} rows loaded, {meta['rows_quarantined']:,} quarantined"
+    if meta.get("silver_action"):
+        line += f"; silver {meta['silver_action']} ({meta['silver_rows']:,} rows)"
+    console.print(line, highlight=False)
+    if meta.get("reason"):
+        console.print(f"  [dim]{meta['reason']}[/]", highlight=False)
+    return True
 
 
 tickets_app = typer.Typer(help="The dispatch table gold/dispatch/tickets.", no_args_is_help=True)

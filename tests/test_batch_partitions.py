@@ -4,6 +4,8 @@ batch a department fixed in place. Real Dagster (an ephemeral instance), real De
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -18,8 +20,10 @@ from orchestration.batch_partitions import BATCH_KEY, LANDING_BATCHES, batch, ba
 from orchestration.cli import app
 from orchestration.ingestion_assets import build_bronze_asset, build_silver_asset
 from orchestration.resources import PlatformResource
+from orchestration.run_lock import LOCKED
 from tests.conftest import person
 from tests.landing_kit import write_batch
+from tests.test_faults import HOLDER
 
 HOUSEHOLDS = get_contract("gongan.household_registration")
 FIRST, SECOND = "20261001T020000", "20261101T020000"
@@ -179,6 +183,21 @@ def test_cli_reruns_a_batch_and_refuses_an_unknown_one(tmp_path, landing, wareho
         assert result.exit_code == 2, result.output
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and words in lines[0], result.stderr
+
+    # another run holds the warehouse: one line, the lock's exit code, nothing landed
+    repo = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, warehouse.root], cwd=repo, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["batches", "rerun", f"{HOUSEHOLDS.id}/{SECOND}", *common], prog_name="yiwang")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == LOCKED, result.output
+    assert "another run holds the warehouse" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert decisions(warehouse, SECOND) == ["rejected", "loaded"]
 
 
 def test_the_sensor_registers_new_batches_as_partitions(landing, warehouse, platform) -> None:
