@@ -227,3 +227,21 @@ def test_the_sensor_registers_new_batches_as_partitions(landing, warehouse, plat
         assert isinstance(result, SensorResult) and not result.run_requests
         [request] = result.dynamic_partitions_requests
         assert request.partition_keys == [batch_partition(HOUSEHOLDS.id, SECOND)]
+
+
+def test_the_run_summary_counts_each_batch_once(landing, platform, tmp_path) -> None:
+    """The per-batch partition records a bronze step logs do not add to the `yiwang run` stage line."""
+    import io
+
+    from dagster import Definitions, define_asset_job, in_process_executor
+    from rich.console import Console
+
+    from orchestration.run_report import execute
+
+    deliver(landing)
+    job = define_asset_job("planted", executor_def=in_process_executor)
+    defs = Definitions(assets=[build_bronze_asset(HOUSEHOLDS)], jobs=[job], resources={"platform": platform})
+    out = io.StringIO()
+    report = execute(defs.resolve_job_def("planted"), DagsterInstance.ephemeral(), Console(file=out, width=80))
+    assert report.success
+    assert "1 batches, 1 rejected, 6 rows bad" in out.getvalue(), out.getvalue()
