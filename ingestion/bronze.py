@@ -27,19 +27,22 @@ from ingestion.landing import (
     verify_checksums,
 )
 from ingestion.ledger import (
+    QUARANTINE_SCHEMA,
     SNAPSHOT_SHRINK,
     LedgerEntry,
     append_once,
     batch_transaction,
+    latest_decisions,
     now_utc,
     read_confirmations,
     read_ledger,
+    replace_once,
     write_ledger,
     write_quarantine,
 )
 from ingestion.readers import ROW_NUMBER, SOURCE_FILE, read_batch
 from ingestion.validation import Validated, raw_records, validate
-from ingestion.warehouse import Warehouse
+from ingestion.warehouse import QUARANTINE_ROWS, Warehouse
 
 DEFAULT_REJECT_SHARE = 0.05
 DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
@@ -66,32 +69,37 @@ def ingest_batch(
     reject_share: float = DEFAULT_REJECT_SHARE,
     as_of: date | None = None,
     on_validated: Callable[[Batch, Validated], None] | None = None,
+    attempt: str = "",
 ) -> BatchOutcome:
     """Land one batch directory; never raises for bad data, only for platform failures.
 
     `on_validated` sees every batch that was read and checked (the quality suites run there), before the
     batch is committed: what it writes must be idempotent per batch.
+
+    `attempt` (e.g. `rerun-2`) lands a batch the ledger already decided once more, from its files as they are
+    now: its bronze and quarantine rows are replaced (one Delta commit per table, marked with the attempt, so a
+    crash mid-way is completed by the same attempt) and the ledger gets a row of its own for the new decision.
     """
     if not batch_dir.is_complete:
         return BatchOutcome(batch_dir.contract_id, batch_dir.batch_id, "waiting", "no _manifest.json yet")
     try:
         batch = open_batch(batch_dir, checksums=False)
     except BatchRejected as rejected:
-        _reject(warehouse, batch_dir, rejected)
+        _reject(warehouse, batch_dir, rejected, attempt=attempt)
         return BatchOutcome(batch_dir.contract_id, batch_dir.batch_id, "rejected", rejected.message)
     if as_of is not None and extraction_date(batch) > as_of:
         return BatchOutcome(batch.contract.id, batch.batch_id, "not_due", f"extracted after {as_of}")
     try:
         validated = _read_and_validate(batch)
     except BatchRejected as rejected:
-        _reject(warehouse, batch_dir, rejected, batch)
+        _reject(warehouse, batch_dir, rejected, batch, attempt=attempt)
         return BatchOutcome(batch.contract.id, batch.batch_id, "rejected", rejected.message)
     # One commit point, the ledger row, written last: the quality results, bronze rows and quarantine rows
     # are each committed once per batch (Delta application transactions) before it, so a process killed at
     # any boundary leaves a batch the ledger does not know, and the next run completes it without doubles.
     if on_validated is not None:
         on_validated(batch, validated)
-    return _land(batch, validated, warehouse, reject_share)
+    return _land(batch, validated, warehouse, reject_share, attempt)
 
 
 def _read_and_validate(batch: Batch) -> Validated:
@@ -110,11 +118,15 @@ def _read_and_validate(batch: Batch) -> Validated:
     return validated
 
 
-def _reject(warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None) -> None:
+def _reject(
+    warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, batch: Batch | None = None, attempt: str = ""
+) -> None:
     try:
         contract: Contract | None = batch.contract if batch else get_contract(batch_dir.contract_id)
     except ValueError:
         contract = None
+    if attempt:  # landed again and rejected now: nothing of the batch stays in bronze or quarantine
+        _replace_batch(warehouse, batch_dir.contract_id, batch_dir.batch_id, contract, None, None, attempt)
     write_ledger(
         warehouse,
         LedgerEntry(
@@ -133,6 +145,39 @@ def _reject(warehouse: Warehouse, batch_dir: BatchDir, rejected: BatchRejected, 
             rows_delivered=batch.rows if batch else None,
             batch_ordinal=batch_ordinal(batch_dir.batch_id),
         ),
+        attempt=attempt,
+    )
+
+
+def _replace_batch(
+    warehouse: Warehouse,
+    contract_id: str,
+    batch_id: str,
+    contract: Contract | None,
+    rows: pl.DataFrame | None,
+    quarantine: pl.DataFrame | None,
+    attempt: str,
+) -> None:
+    """A batch landed again: its bronze rows, then its quarantine rows, replaced by this attempt's (None: none)."""
+    tag = f"{batch_id}#{attempt}"
+    if contract is not None and not contract.is_image:
+        table = bronze_table(contract)
+        replace_once(
+            warehouse,
+            table,
+            rows,
+            batch_transaction(table, contract_id, tag),
+            {"_batch_id": batch_id},
+            partition_by=["_batch_id"],
+            schema=contract.bronze_schema(),
+        )
+    replace_once(
+        warehouse,
+        QUARANTINE_ROWS,
+        quarantine.select(QUARANTINE_SCHEMA.names) if quarantine is not None and quarantine.height else None,
+        batch_transaction(QUARANTINE_ROWS, contract_id, tag),
+        {"contract_id": contract_id, "batch_id": batch_id},
+        schema=QUARANTINE_SCHEMA,
     )
 
 
@@ -205,7 +250,7 @@ def _snapshot_guard(batch: Batch, rows: int, warehouse: Warehouse) -> tuple[str 
     `rejected` (rule snapshot_shrink) until the sender sets `"confirm_shrink": true` in the manifest or a
     data officer runs `yiwang batches confirm`."""
     contract = batch.contract
-    ledger = read_ledger(warehouse).filter(
+    ledger = latest_decisions(read_ledger(warehouse)).filter(
         (pl.col("contract_id") == contract.id)
         & (pl.col("status") == "loaded")
         & (pl.col("mode") == "snapshot")
@@ -260,7 +305,9 @@ def _entry(
     )
 
 
-def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share: float) -> BatchOutcome:
+def _land(
+    batch: Batch, validated: Validated, warehouse: Warehouse, reject_share: float, rerun: str = ""
+) -> BatchOutcome:
     contract = batch.contract
     bad = validated.bad_records
     share = bad / validated.records if validated.records else 0.0
@@ -280,11 +327,17 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
     if batch.mode == "snapshot" and not rejected:
         held, attempt = _snapshot_guard(batch, loaded, warehouse)
         if held is not None:
-            write_ledger(warehouse, _entry(batch, "rejected", held, 0, 0, SNAPSHOT_SHRINK, validated.records))
+            if rerun:
+                _replace_batch(warehouse, contract.id, batch.batch_id, contract, None, None, rerun)
+            entry = _entry(batch, "rejected", held, 0, 0, SNAPSHOT_SHRINK, validated.records)
+            write_ledger(warehouse, entry, attempt=rerun)
             return BatchOutcome(contract.id, batch.batch_id, "rejected", held, 0, 0)
         if attempt:
             reason = f"{reason + '; ' if reason else ''}{attempt}"
-    if loaded:
+    if rerun:
+        rows = bronze_rows(batch, validated) if loaded else None
+        _replace_batch(warehouse, contract.id, batch.batch_id, contract, rows, quarantine, rerun)
+    elif loaded:
         table = bronze_table(contract)
         append_once(
             warehouse,
@@ -294,9 +347,10 @@ def _land(batch: Batch, validated: Validated, warehouse: Warehouse, reject_share
             partition_by=["_batch_id"],
             schema=contract.bronze_schema(),
         )
-    write_quarantine(warehouse, contract.id, batch.batch_id, quarantine)
+    if not rerun:
+        write_quarantine(warehouse, contract.id, batch.batch_id, quarantine)
     status = "rejected" if rejected else "loaded"
     rule = "too_many_bad_rows" if rejected else None
     entry = _entry(batch, status, reason, loaded, bad, rule, validated.records)
-    write_ledger(warehouse, entry, attempt="confirmed" if attempt else "")
+    write_ledger(warehouse, entry, attempt=rerun or ("confirmed" if attempt else ""))
     return BatchOutcome(contract.id, batch.batch_id, "rejected" if rejected else "loaded", reason, loaded, bad)

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+from deltalake import CommitProperties, Transaction, write_deltalake
 
-from ingestion.delta_append import append_frame, arrow_schema_of
+from ingestion.delta_append import append_frame, arrow_schema_of, conform
 from ingestion.warehouse import BATCH_LEDGER, QUARANTINE_ROWS, Warehouse
 
 LEDGER_SCHEMA = pa.schema(
@@ -108,6 +109,52 @@ def append_once(
     )
 
 
+def replace_once(
+    warehouse: Warehouse,
+    table: str,
+    data: pa.Table | pl.DataFrame | None,
+    app_id: str,
+    where: dict[str, str],
+    *,
+    partition_by: list[str] | None = None,
+    schema: pa.Schema | None = None,
+) -> bool:
+    """Replace the rows matching `where` (column = value, all of them) with `data` (None or empty: delete
+    them) in ONE Delta commit carrying `app_id`, unless that commit already happened.
+
+    This is how a batch is landed again (`ingestion.pipeline.land_batch`): its earlier rows go and its new
+    rows arrive in the same version, so no reader ever sees the batch twice or not at all, and a re-run
+    after a crash finds `app_id` and writes nothing. Returns whether anything was written.
+    """
+    empty = data is None or (data.num_rows if isinstance(data, pa.Table) else data.height) == 0
+    if not warehouse.exists(table):
+        if empty:
+            return False
+        assert data is not None
+        return append_once(warehouse, table, data, app_id, partition_by=partition_by, schema=schema)
+    current = warehouse.table(table)
+    if current.transaction_version(app_id) is not None:
+        return False
+    predicate = " AND ".join(f"{column} = '{value.replace(chr(39), chr(39) * 2)}'" for column, value in where.items())
+    commit = CommitProperties(app_transactions=[Transaction(app_id, 1)])
+    if empty:
+        current.delete(predicate, commit_properties=commit)
+        return True
+    assert data is not None
+    target = schema if schema is not None else arrow_schema_of(data)
+    rows = conform(data, target, uri=warehouse.uri(table)).to_arrow().cast(target)
+    write_deltalake(
+        current,
+        rows,
+        mode="overwrite",
+        predicate=predicate,
+        partition_by=partition_by,
+        storage_options=warehouse.options(),
+        commit_properties=commit,
+    )
+    return True
+
+
 def write_ledger(warehouse: Warehouse, entry: LedgerEntry, attempt: str = "") -> None:
     """Append a batch's ledger row once. `attempt` names a later decision on a batch the ledger already
     holds (a confirmed snapshot), which gets a row of its own."""
@@ -169,7 +216,22 @@ def _read(warehouse: Warehouse, table: str, schema: pa.Schema) -> pl.DataFrame:
 
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
+    """Every decision on record: a batch landed again (`yiwang batches rerun`, the `ops/batch` partitions) or a
+    held snapshot confirmed has one row per decision. `latest_decisions` keeps the one that stands."""
     return _read(warehouse, BATCH_LEDGER, LEDGER_SCHEMA)
+
+
+def latest_decisions(ledger: pl.DataFrame) -> pl.DataFrame:
+    """The last decision on each batch (by `processed_at`): what bronze and silver hold for it now."""
+    return ledger.sort("processed_at", maintain_order=True).unique(
+        subset=["contract_id", "batch_id"], keep="last", maintain_order=True
+    )
+
+
+def decisions_of(warehouse: Warehouse, contract_id: str, batch_id: str) -> int:
+    """How many ledger rows a batch has (0: never decided)."""
+    ledger = read_ledger(warehouse)
+    return ledger.filter((pl.col("contract_id") == contract_id) & (pl.col("batch_id") == batch_id)).height
 
 
 def read_quarantine(warehouse: Warehouse) -> pl.DataFrame:

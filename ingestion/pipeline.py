@@ -11,7 +11,7 @@ import polars as pl
 from ingestion.bronze import DEFAULT_REJECT_SHARE, BatchOutcome, ingest_batch
 from ingestion.contract import Contract, load_contracts
 from ingestion.landing import Batch, BatchDir, find_batches
-from ingestion.ledger import SNAPSHOT_SHRINK, read_confirmations, read_ledger
+from ingestion.ledger import SNAPSHOT_SHRINK, decisions_of, read_confirmations, read_ledger
 from ingestion.validation import Validated
 from ingestion.warehouse import Warehouse
 
@@ -64,6 +64,42 @@ def ingest_contract(
             ingest_batch(batch_dir, warehouse, reject_share=reject_share, as_of=as_of, on_validated=on_validated)
         )
     return outcomes
+
+
+class UnknownBatch(ValueError):
+    """No batch directory of that contract and id in the landing zone."""
+
+
+def find_batch(landing: Path, contract_id: str, batch_id: str) -> BatchDir:
+    for batch_dir in find_batches(landing) if landing.is_dir() else []:
+        if batch_dir.contract_id == contract_id and batch_dir.batch_id == batch_id:
+            return batch_dir
+    raise UnknownBatch(
+        f"no batch {contract_id}/{batch_id} in the landing zone {landing}: see `yiwang ledger --contract "
+        f"{contract_id}` for the batches on record"
+    )
+
+
+def land_batch(
+    batch_dir: BatchDir,
+    warehouse: Warehouse,
+    *,
+    reject_share: float = DEFAULT_REJECT_SHARE,
+    as_of: date | None = None,
+    on_validated: Callable[[Batch, Validated], None] | None = None,
+) -> BatchOutcome:
+    """Land this one batch now, whatever the ledger says: a batch not decided yet is landed as a run would; a
+    decided one is landed again from its files as they are now (a department fixed them in place, the contract
+    changed): its bronze and quarantine rows are replaced and the ledger gets a new row, `rerun-<n>`, n the
+    number of decisions before it. The silver of its contract must then be rebuilt (`apply_silver(rebuild=True)`).
+    """
+    if (batch_dir.contract_id, batch_dir.batch_id) not in seen_batches(warehouse):
+        attempt = ""
+    else:
+        attempt = f"rerun-{decisions_of(warehouse, batch_dir.contract_id, batch_dir.batch_id)}"
+    return ingest_batch(
+        batch_dir, warehouse, reject_share=reject_share, as_of=as_of, on_validated=on_validated, attempt=attempt
+    )
 
 
 def ingest_unknown(landing: Path, warehouse: Warehouse) -> list[BatchOutcome]:

@@ -17,7 +17,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 
 from ingestion.bronze import bronze_table
 from ingestion.contract import Contract
-from ingestion.ledger import read_ledger
+from ingestion.ledger import latest_decisions, read_ledger
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
 
@@ -72,20 +72,43 @@ def _to_silver(frame: pl.DataFrame, contract: Contract, pseudonymiser: Pseudonym
 
 
 def apply_silver(
-    contract: Contract, warehouse: Warehouse, pseudonymiser: Pseudonymiser, as_of: date | None = None
+    contract: Contract,
+    warehouse: Warehouse,
+    pseudonymiser: Pseudonymiser,
+    as_of: date | None = None,
+    *,
+    rebuild: bool = False,
 ) -> SilverOutcome:
-    """Bring `silver/<department>/<dataset>` up to the last loaded batch."""
+    """Bring `silver/<department>/<dataset>` up to the last loaded batch.
+
+    `rebuild`: a batch already applied was landed again (ingestion.pipeline.land_batch), so the state is
+    rebuilt from bronze as for a late batch (from the last loaded snapshot on), empty when none is loaded now.
+    """
     table = silver_table(contract)
-    ledger = read_ledger(warehouse).filter((pl.col("contract_id") == contract.id) & (pl.col("status") == "loaded"))
+    ledger = latest_decisions(read_ledger(warehouse)).filter(
+        (pl.col("contract_id") == contract.id) & (pl.col("status") == "loaded")
+    )
     if as_of is not None:
         ledger = ledger.filter(pl.col("extracted_at").dt.convert_time_zone("Asia/Shanghai").dt.date() <= as_of)
     ledger = ledger.sort("batch_ordinal")
     if ledger.height == 0:
+        if rebuild and warehouse.exists(table):
+            empty = contract.silver_schema().empty_table()
+            commit = CommitProperties(custom_metadata={"yiwang.applied_batches": "0", "yiwang.action": "rebuilt"})
+            write_deltalake(
+                warehouse.uri(table),
+                empty,
+                mode="overwrite",
+                schema_mode="overwrite",
+                storage_options=warehouse.options(),
+                commit_properties=commit,
+            )
+            return SilverOutcome(contract.id, (), "rebuilt", 0)
         return SilverOutcome(contract.id, (), "unchanged", 0)
     last_applied, covered = _applied(warehouse, table)
     already = ledger.filter(pl.col("batch_ordinal") <= last_applied)
     pending = ledger.filter(pl.col("batch_ordinal") > last_applied)
-    late = already.height != covered
+    late = rebuild or already.height != covered
     if not late and pending.height == 0:
         return SilverOutcome(contract.id, (), "unchanged", 0)
 

@@ -552,6 +552,77 @@ def batches_confirm(
     console.print(f"confirmed {contract_id} {batch_id} by {who}: the next `yiwang run` loads it")
 
 
+@batches_app.command("rerun")
+def batches_rerun(
+    batches: list[str] = typer.Argument(
+        ..., help="<contract_id>/<batch_id>, one or more, e.g. minzheng.assistance_cases/20261101T020000."
+    ),
+    landing: Path | None = typer.Option(None, "--landing", help="Landing zone (default: the settings')."),
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+) -> None:
+    """Land batches again from their files as they are now (e.g. fixed in place): the `land_batches` job, one run
+    per batch, as re-materialising the batch's partition of ops/batch in the Dagster UI does."""
+    from dagster import DagsterInstance, Definitions
+
+    from ingestion.pipeline import UnknownBatch, find_batch
+    from orchestration.batch_partitions import (
+        LAND_BATCHES_JOB,
+        LANDING_BATCHES,
+        batch,
+        batch_partition,
+        land_batches,
+        parse_batch_partition,
+    )
+    from orchestration.resources import PlatformResource
+    from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
+    from orchestration.settings import Settings
+
+    settings = Settings.from_env().with_overrides(landing=landing.resolve() if landing else None, warehouse=warehouse)
+    existing_warehouse(settings.warehouse)
+    keys = []
+    for text in batches:
+        try:
+            contract_id, batch_id = parse_batch_partition(text)
+            find_batch(settings.landing, contract_id, batch_id)
+        except (ValueError, UnknownBatch) as error:
+            raise _fail(str(error)) from None
+        keys.append(batch_partition(contract_id, batch_id))
+    defs = Definitions(
+        assets=[batch], jobs=[land_batches], resources={"platform": PlatformResource.from_settings(settings)}
+    )
+    job = defs.resolve_job_def(LAND_BATCHES_JOB)
+    instance = DagsterInstance.get() if _prepared_dagster_home() else DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(LANDING_BATCHES, keys)
+    failed = 0
+    try:
+        with run_lock(settings.warehouse):  # the resource takes it again in process (re-entrant)
+            for key in keys:
+                failed += not _rerun_one(job, key, instance, batch.op.name)
+    except RunLockHeld as held:
+        raise _fail(str(held), LOCKED) from None
+    if failed:
+        raise typer.Exit(1)
+    console.print("[dim]the next `yiwang run` rebuilds what reads these batches (dbt models, gold)[/]")
+
+
+def _rerun_one(job, key: str, instance, node: str) -> bool:
+    """One `land_batches` run for one batch, its outcome in a line (and its reason under it)."""
+    result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+    if not result.success:
+        errors = [e.message for e in result.all_events if e.is_failure]
+        console.print(f"[red]{key}: the run failed[/] ({errors[-1] if errors else 'see the Dagster run'})")
+        return False
+    [materialization] = result.asset_materializations_for_node(node)
+    meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    line = f"{key}: {meta['status']}, {meta['rows_loaded']:,} rows loaded, {meta['rows_quarantined']:,} quarantined"
+    if meta.get("silver_action"):
+        line += f"; silver {meta['silver_action']} ({meta['silver_rows']:,} rows)"
+    console.print(line, highlight=False)
+    if meta.get("reason"):
+        console.print(f"  [dim]{meta['reason']}[/]", highlight=False)
+    return True
+
+
 tickets_app = typer.Typer(help="The dispatch table gold/dispatch/tickets.", no_args_is_help=True)
 app.add_typer(tickets_app, name="tickets")
 

@@ -18,6 +18,7 @@ from dagster import (
 from ingestion.settings import Settings
 from orchestration.analytics_assets import analytics_assets
 from orchestration.asset_layout import lay_out
+from orchestration.batch_partitions import BATCH_KEY, batch, land_batches
 from orchestration.crosscheck_assets import crosscheck
 from orchestration.dbt_assets import build_dbt_definitions
 from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
@@ -32,7 +33,8 @@ PLATFORM_JOB = "platform_build"
 
 platform_build = define_asset_job(
     PLATFORM_JOB,
-    selection=AssetSelection.all(),
+    # ops/batch (one partition per landing batch) is landed by `land_batches`: a job has one partitions definition
+    selection=AssetSelection.all() - AssetSelection.assets(BATCH_KEY),
     description="Everything: batches, silver, quality, dbt models, gold, tickets. What `yiwang run` executes.",
     # One process: dbt writes the DuckDB file that the gold exports read; parallel ops would collide
     # on DuckDB's file lock, and on 2 cores they would not be faster.
@@ -54,6 +56,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     dbt_assets, dbt_resources = build_dbt_definitions()
     assets = [
         *ingestion_assets(),
+        batch,
         *quality_assets(),
         *dbt_assets,
         *dispatch_assets(),
@@ -66,7 +69,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         # groups by business domain, the layer as a tag, freshness from the cadences (asset_layout.py)
         assets=lay_out([*assets, *sharing, *analytics_assets([*assets, *sharing])]),
         asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks(), *video_checks()],
-        jobs=[platform_build],
+        jobs=[platform_build, land_batches],
         schedules=[nightly_build],
         sensors=[new_landing_batches, *video_sensors()],
         resources={"platform": PlatformResource.from_settings(settings), **dbt_resources},

@@ -28,8 +28,11 @@ from dagster import (
 
 from ingestion.bronze import BatchOutcome
 from ingestion.contract import Contract, batch_contracts, image_contracts
+from ingestion.ledger import read_ledger
 from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.silver import apply_silver, silver_table
+from ingestion.warehouse import Warehouse
+from orchestration.batch_partitions import LANDING_BATCHES, batch_partition, landing_batches, record_batches
 from orchestration.resources import PlatformResource
 from quality.runner import QualityRecorder
 from thematic_libs.sharing.asset_metadata import contract_dataset, dataset_metadata, dataset_owners, dataset_tags
@@ -86,6 +89,7 @@ def build_bronze_asset(contract: Contract) -> AssetsDefinition:
         for o in outcomes:
             if o.status == "rejected":
                 context.log.warning(f"{contract.id} {o.batch_id} rejected: {o.reason}")
+        record_batches(context, outcomes)  # each batch's partition of ops/batch, with its ledger outcome
         quality_seconds = round(sum(r.seconds for r in recorder.results), 2)  # the Great Expectations pass
         return MaterializeResult(metadata={**_outcome_metadata(outcomes), "quality_seconds": quality_seconds})
 
@@ -149,8 +153,9 @@ def build_silver_key_check(contract: Contract) -> AssetChecksDefinition:
     description="Batches delivered under a department/dataset that no contract describes: rejected on the ledger.",
     kinds={"delta"},
 )
-def unknown_deliveries(platform: PlatformResource) -> MaterializeResult:
+def unknown_deliveries(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
     outcomes = ingest_unknown(platform.landing_path(), platform.get_warehouse())
+    record_batches(context, outcomes)
     return MaterializeResult(metadata=_outcome_metadata(outcomes))
 
 
@@ -163,24 +168,46 @@ def _sensor_target() -> AssetSelection:
     name="new_landing_batches",
     minimum_interval_seconds=60,
     target=_sensor_target(),
-    description="Starts a run for the contracts that have new complete batches in the landing zone.",
+    description="Starts a run for the contracts that have new complete batches in the landing zone, and shows "
+    "every batch as a partition of ops/batch.",
 )
 def new_landing_batches(context: SensorEvaluationContext, platform: PlatformResource) -> SensorResult | SkipReason:
     contracts = batch_contracts()
     images = image_contracts()  # frame batches: the video sensor (orchestration/video_assets.py) starts those
+    warehouse = platform.get_warehouse()
     ready = [
-        b
-        for b in pending_batches(platform.landing_path(), platform.get_warehouse())
-        if b.is_complete and b.contract_id not in images
+        b for b in pending_batches(platform.landing_path(), warehouse) if b.is_complete and b.contract_id not in images
     ]
+    earlier = _unregistered(context, warehouse, set(images))
     if not ready:
+        if earlier:  # batches decided before they were partitions (an older warehouse, another Dagster instance)
+            return SensorResult(
+                skip_reason="no new complete batches",
+                dynamic_partitions_requests=[landing_batches.build_add_request(earlier)],
+            )
         return SkipReason("no new complete batches")
     selection: set[AssetKey] = set()
     for b in ready:
         contract = contracts.get(b.contract_id)
         selection.update((bronze_key(contract), silver_key(contract)) if contract else (unknown_deliveries.key,))
-    run_key = hashlib.sha256("|".join(sorted(f"{b.contract_id}/{b.batch_id}" for b in ready)).encode()).hexdigest()
-    return SensorResult(run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))])
+    keys = sorted(batch_partition(b.contract_id, b.batch_id) for b in ready)
+    run_key = hashlib.sha256("|".join(keys).encode()).hexdigest()
+    return SensorResult(
+        run_requests=[RunRequest(run_key=run_key, asset_selection=sorted(selection, key=str))],
+        # the new batches show on ops/batch's partitions page as soon as they are seen
+        dynamic_partitions_requests=[landing_batches.build_add_request(sorted({*keys, *earlier}))],
+    )
+
+
+def _unregistered(context: SensorEvaluationContext, warehouse: Warehouse, images: set[str]) -> list[str]:
+    """Partition keys of the batches on the ledger that the instance does not know as partitions yet."""
+    ledger = read_ledger(warehouse)
+    decided = {
+        batch_partition(c, b)
+        for c, b in zip(ledger["contract_id"].to_list(), ledger["batch_id"].to_list(), strict=True)
+        if c not in images
+    }
+    return sorted(decided - set(context.instance.get_dynamic_partitions(LANDING_BATCHES)))
 
 
 def ingestion_assets() -> list[AssetsDefinition]:

@@ -254,7 +254,12 @@ class RunMonitor:
             counts.not_run += 1
             self.report.not_run.append(step)
         elif event.is_step_materialization:
-            self._materialized(counts, event.event_specific_data.materialization)
+            materialization = event.event_specific_data.materialization
+            if materialization.partition is not None:
+                # a batch's partition of ops/batch, recorded by a bronze step (orchestration/batch_partitions.py):
+                # the step's own materialization already counts the batch
+                return
+            self._materialized(counts, materialization)
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             self._checked(counts, event.event_specific_data, step)
         elif event.is_asset_observation:

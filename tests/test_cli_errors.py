@@ -64,6 +64,7 @@ def test_a_missing_warehouse_is_one_line_on_every_reading_command(home: Path) ->
         ["triage"],
         ["crosscheck", "--as-of", "2026-11-15"],
         ["batches", "confirm", "minzheng.assistance_cases", "20261101T000000", "--reason", "x"],
+        ["batches", "rerun", "minzheng.assistance_cases/20261101T000000"],
         ["catalog", "list"],
         ["share", "list"],
         ["stream", "status"],

@@ -16,7 +16,7 @@ import polars as pl
 
 from ingestion.bronze import bronze_table
 from ingestion.contract import Contract, get_contract
-from ingestion.ledger import read_ledger
+from ingestion.ledger import latest_decisions, read_ledger
 from ingestion.warehouse import Warehouse
 
 
@@ -66,5 +66,5 @@ def plan_table(ledger: pl.DataFrame, warehouse: Warehouse, contract: Contract, a
 
 def plan_inputs(warehouse: Warehouse, as_of: date, contract_ids: tuple[str, ...]) -> dict[str, TablePlan]:
     """The plan of every input table of the cross-check as of `as_of`."""
-    ledger = read_ledger(warehouse)
+    ledger = latest_decisions(read_ledger(warehouse))  # a batch landed again counts once, as last decided
     return {cid: plan_table(ledger, warehouse, get_contract(cid), as_of) for cid in contract_ids}
