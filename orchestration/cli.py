@@ -575,7 +575,7 @@ def batches_rerun(
     )
     from orchestration.resources import PlatformResource
     from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
-    from orchestration.settings import Settings
+    from ingestion.settings import Settings
 
     settings = Settings.from_env().with_overrides(landing=landing.resolve() if landing else None, warehouse=warehouse)
     existing_warehouse(settings.warehouse)
