@@ -565,6 +565,7 @@ def batches_rerun(
     from dagster import DagsterInstance, Definitions
 
     from ingestion.pipeline import UnknownBatch, find_batch
+    from ingestion.settings import Settings
     from orchestration.batch_partitions import (
         LAND_BATCHES_JOB,
         LANDING_BATCHES,
@@ -575,7 +576,6 @@ def batches_rerun(
     )
     from orchestration.resources import PlatformResource
     from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
-    from ingestion.settings import Settings
 
     settings = Settings.from_env().with_overrides(landing=landing.resolve() if landing else None, warehouse=warehouse)
     existing_warehouse(settings.warehouse)
