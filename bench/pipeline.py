@@ -161,7 +161,7 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
     from orchestration.cli import _plan, _run_settings
     from orchestration.dbt_assets import exported
     from orchestration.definitions import PLATFORM_JOB, build_definitions
-    from orchestration.incremental import incremental_selection, record_state
+    from orchestration.incremental import incremental_keys, record_state
 
     with exported({"YIWANG_HOME": str(home)}):
         settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))
@@ -173,7 +173,7 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
         job = defs.resolve_job_def(PLATFORM_JOB)
         selection = None
         if plan.kind == "incremental":
-            selection = sorted(incremental_selection(plan).resolve(defs.resolve_asset_graph()), key=str)
+            selection = incremental_keys(plan, defs)
         instance = DagsterInstance.ephemeral()
         result = job.execute_in_process(
             instance=instance,

@@ -187,7 +187,7 @@ def _execute(settings, plan):
 
     from ingestion.warehouse import Warehouse
     from orchestration.definitions import PLATFORM_JOB, build_definitions
-    from orchestration.incremental import incremental_selection, record_state
+    from orchestration.incremental import incremental_keys, record_state
     from orchestration.run_report import captured_output, execute, run_log_path
 
     log_path = run_log_path(settings.home)
@@ -197,7 +197,7 @@ def _execute(settings, plan):
             job = defs.resolve_job_def(PLATFORM_JOB)
         selection = None
         if plan.kind == "incremental":
-            selection = sorted(incremental_selection(plan).resolve(defs.resolve_asset_graph()), key=str)
+            selection = incremental_keys(plan, defs)
             terminal.print(f"rebuilding {len(selection)} asset(s) downstream of {', '.join(plan.contracts)}")
         instance = DagsterInstance.get() if _prepared_dagster_home() else DagsterInstance.ephemeral()
         report = execute(job, instance, terminal, asset_selection=selection, log_path=log_path)

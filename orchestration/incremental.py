@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-from dagster import AssetKey, AssetSelection
+from dagster import AssetKey, AssetsDefinition, AssetSelection, Definitions
 from deltalake import write_deltalake
 
 from ingestion.contract import batch_contracts, image_contracts
@@ -217,6 +217,16 @@ def changed_roots(pending: Iterable[BatchDir]) -> list[AssetKey]:
 def incremental_selection(plan: RunPlan) -> AssetSelection:
     """The new batches' entry assets and everything downstream of them."""
     return AssetSelection.assets(*changed_roots(plan.pending)).downstream()
+
+
+def incremental_keys(plan: RunPlan, defs: Definitions) -> list[AssetKey]:
+    """The asset keys an incremental run materialises: the selection, widened to every key of a multi-asset that
+    cannot run in part (the cross-check writes its flags, case review and summary in one step)."""
+    keys = set(incremental_selection(plan).resolve(defs.resolve_asset_graph()))
+    for assets in defs.assets or ():
+        if isinstance(assets, AssetsDefinition) and not assets.can_subset and keys & assets.keys:
+            keys |= assets.keys
+    return sorted(keys, key=str)
 
 
 def settings_text(as_of: object, reject_share: float, landing: Path) -> str:

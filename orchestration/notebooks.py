@@ -4,7 +4,8 @@ anything (`make notebooks-save`, after `make run`; `make notebooks` opens them i
 `thematic_libraries.ipynb` reads the warehouse of the settings (YIWANG_HOME / YIWANG_WAREHOUSE), and
 `appeal_classifier.ipynb` the promoted classifier of YIWANG_MODELS. `crosscheck_review.ipynb` shows restricted
 case evidence (social assistance): it is kept WITHOUT outputs and run by the reviewer on their own machine.
-`video_ai_evaluation.ipynb` trains a detector: saved by whoever trains one.
+`video_ai_evaluation.ipynb` evaluates the production model of the algorithm warehouse (`make run` imports the
+shipped ones, ml/pretrained).
 
 Pictures are PNG at 80 dpi (the notebooks set it); execution timings are dropped so that a re-run changes
 only what the data changed.
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-SAVED_WITH_OUTPUTS = ("thematic_libraries.ipynb", "appeal_classifier.ipynb")
+SAVED_WITH_OUTPUTS = ("thematic_libraries.ipynb", "appeal_classifier.ipynb", "video_ai_evaluation.ipynb")
 WITHOUT_OUTPUTS = ("crosscheck_review.ipynb",)
 
 

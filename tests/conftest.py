@@ -95,7 +95,8 @@ class DemoRun:
     home: Path
     landing: Path
     as_of: str
-    output: str
+    output: str  # the run's terminal output (stdout)
+    errors: str  # its stderr
 
     @property
     def warehouse(self) -> Path:
@@ -115,28 +116,22 @@ DEMO_RUN_KEY = b"demo-run-test-key-0123456789abcd"
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """One small demo landing zone (1,000 residents) through `yiwang run` in a subprocess, exactly what `make run`
-    does, built once per session for the tests that read what a run makes (the thematic notebook, the published
-    warehouse, Superset). Read it; a test that writes copies what it needs first."""
+    """`make run` on a small demo: `yiwang run` in a subprocess on the embedded default (a home whose landing zone
+    holds demo data: 1,000 residents), built once per session for the end-to-end test and the tests that read what
+    a run makes (the thematic notebook, the published warehouse, Superset, the incremental and determinism tests).
+    Read it; a test that writes copies what it needs first."""
     import subprocess
     import sys
 
     from demo_data import generate_landing_zone
 
     root = tmp_path_factory.mktemp("demo_run")
-    summary = generate_landing_zone(root / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
-    env = platform_env(root / "home", PYTHONUNBUFFERED="1", YIWANG_PSEUDONYM_KEY=DEMO_RUN_KEY.hex())
+    home = root / "home"
+    summary = generate_landing_zone(home / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
+    as_of = summary.as_of.isoformat()
+    env = platform_env(home, PYTHONUNBUFFERED="1", YIWANG_PSEUDONYM_KEY=DEMO_RUN_KEY.hex(), YIWANG_AS_OF=as_of)
     env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
-    done = subprocess.run(
-        [str(yiwang), "run", "--landing", str(root / "landing"), "--as-of", summary.as_of.isoformat()],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = subprocess.run([str(yiwang), "run"], env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return DemoRun(
-        root=root, home=root / "home", landing=root / "landing", as_of=summary.as_of.isoformat(), output=done.stdout
-    )
+    return DemoRun(root=root, home=home, landing=home / "landing", as_of=as_of, output=done.stdout, errors=done.stderr)

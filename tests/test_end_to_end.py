@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from ingestion.ledger import read_ledger, read_quarantine
 from ingestion.pipeline import ingest_contract, ingest_unknown
 from ingestion.silver import apply_silver
 from ingestion.warehouse import Warehouse
-from tests.conftest import platform_env
+from tests.conftest import DemoRun, platform_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,24 +105,22 @@ def test_no_raw_id_number_outside_bronze(landed):
 
 
 @pytest.mark.slow
-def test_yiwang_run_end_to_end(tmp_path):
-    """What `make run` does, on a small demo: exit 0, a summary, every layer materialised."""
-    env = platform_env(tmp_path / "home", PYTHONUNBUFFERED="1")
-    env.pop("DAGSTER_HOME", None)
-    yiwang = Path(sys.executable).parent / "yiwang"
-    result = subprocess.run(
-        [str(yiwang), "run", "--demo-scale", "0.05"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "yiwang run summary" in result.stdout and "Rejected batches" in result.stdout
+def test_yiwang_run_end_to_end(demo_run: DemoRun, tmp_path: Path) -> None:
+    """What `make run` does, on a small demo (the session's demo run): a summary, every layer materialised; then
+    the streaming demo beside it, on a copy of that home."""
+    output, errors = demo_run.output, demo_run.errors
+    assert "yiwang run summary" in output and "Rejected batches" in output
     # the terminal shows a line per stage and the summary; dbt, Dagster and the rest are in the run's log
-    assert len((result.stdout + result.stderr).splitlines()) < 90, result.stdout
-    assert "landing → bronze" in result.stdout and "dbt models, tests" in result.stdout
-    assert "dbt build" not in result.stdout + result.stderr and "Telemetry" not in result.stdout + result.stderr
-    logs = list((tmp_path / "home" / "logs").glob("run-*.log"))
-    assert len(logs) == 1 and "dbt build" in logs[0].read_text(encoding="utf-8")
-    assert logs[0].name in result.stdout.replace("\n", "")  # the summary names it
+    assert len((output + errors).splitlines()) < 90, output
+    assert "landing → bronze" in output and "dbt models, tests" in output
+    assert "dbt build" not in output + errors and "Telemetry" not in output + errors
+    logs = [log for log in (demo_run.home / "logs").glob("run-*.log") if log.name in output.replace("\n", "")]
+    assert len(logs) == 1 and "dbt build" in logs[0].read_text(encoding="utf-8")  # the summary names its log
+    yiwang = Path(sys.executable).parent / "yiwang"
     home = tmp_path / "home"
+    shutil.copytree(demo_run.home, home)
+    env = platform_env(home, PYTHONUNBUFFERED="1", YIWANG_PSEUDONYM_KEY=demo_run.settings()["YIWANG_PSEUDONYM_KEY"])
+    env.pop("DAGSTER_HOME", None)
     assert (home / "reports" / "data_docs" / "index.html").exists()
     assert (home / "reports" / "quality_scorecard.png").stat().st_size > 1000
     with duckdb.connect(str(home / "yiwang.duckdb"), read_only=True) as con:
@@ -131,7 +130,7 @@ def test_yiwang_run_end_to_end(tmp_path):
     assert read_ledger(warehouse).filter(pl.col("status") == "rejected").height >= 3
     assert warehouse.exists("ops/quality_scorecard") and warehouse.exists("ops/quality_results")
     # the thematic libraries, the dispatch table and the cross-check are built from the same run
-    assert "Thematic libraries, tickets and cross-check" in result.stdout
+    assert "Thematic libraries, tickets and cross-check" in output
     for table in (
         "gold/party/org_tree",
         "gold/enterprises/portraits",
@@ -147,7 +146,7 @@ def test_yiwang_run_end_to_end(tmp_path):
     catalog = pl.from_arrow(warehouse.table("ops/catalog").to_pyarrow_table())
     assert {"zhengshu.grid_registry", "party.grid_coverage", "stream.iot_sensor_readings"} <= set(catalog["dataset_id"])
     assert (home / "open_data" / "zhengshu.grid_registry" / "data.csv").exists()
-    assert "sharing: yiwang catalog list" in result.stdout
+    assert "sharing: yiwang catalog list" in output
     from thematic_libs.dispatch.schema import TICKET_SCHEMA
 
     tickets = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table())

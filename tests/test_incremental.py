@@ -2,9 +2,10 @@
 is the same as a run from scratch.
 
 Three real `yiwang run`s, in process, on a copy of the session's demo landing zone (tests/conftest.py: demo_run):
-(1) a full run with the newest non-empty hotline batch held back, (2) a run with nothing new, (3) the held-back
-batch delivered. Silver and gold of (3) are compared by content, row by row, with the session's demo run: a run
-from scratch on the complete landing zone, as of the same date, with the same pseudonym key.
+(1) a full run with the newest non-empty hotline batch held back and no assistance-cases batch at all (the
+cross-check's input: the run must skip the cross-check and nothing else), (2) a run with nothing new, (3) the
+held-back batches delivered. Silver and gold of (3) are compared by content, row by row, with the session's demo
+run: a run from scratch on the complete landing zone, as of the same date, with the same pseudonym key.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.conftest import DemoRun, environment_kept
 pytestmark = pytest.mark.slow
 
 HELD_BACK_CONTRACT = "zhengshu.hotline_appeals"
+CROSSCHECK_INPUT = "minzheng.assistance_cases"  # every batch held back: the cross-check cannot judge anything
 # Columns that say when the platform did something, not what the data is: they differ between two runs by design.
 PROCESSING_TIMES = {"_ingested_at", "ingested_at", "built_at", "derived_at", "scored_at", "processed_at", "run_id"}
 
@@ -55,38 +57,61 @@ def _rows(batch: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def landing(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A copy of the demo landing zone, its newest non-empty hotline batch moved aside (delivered later by a test)."""
+def landing(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Path, Path]]]:
+    """A copy of the demo landing zone with its newest non-empty hotline batch and every assistance-cases batch
+    moved aside: (landing zone, [(held-back folder, where it belongs)]), delivered later."""
     root = tmp_path_factory.mktemp("incremental")
-    shutil.copytree(demo_run.landing, root / "landing")
+    zone = root / "landing"
+    shutil.copytree(demo_run.landing, zone)
+    batches = find_batches(zone)
     newest = max(
-        (b for b in find_batches(root / "landing") if b.contract_id == HELD_BACK_CONTRACT and _rows(b.path) > 0),
-        key=lambda b: b.sort_key,
+        (b for b in batches if b.contract_id == HELD_BACK_CONTRACT and _rows(b.path) > 0), key=lambda b: b.sort_key
     )
-    held = root / "held_back" / newest.batch_id
-    held.parent.mkdir()
-    shutil.move(newest.path, held)
-    return root / "landing", held
+    cases = next(b for b in batches if b.contract_id == CROSSCHECK_INPUT).path.parent
+    held: list[tuple[Path, Path]] = []
+    for folder in (newest.path, cases):
+        aside = root / "held_back" / folder.name
+        aside.parent.mkdir(exist_ok=True)
+        shutil.move(folder, aside)
+        held.append((aside, folder))
+    return zone, held
 
 
 @pytest.fixture(scope="module")
-def incremental(landing: tuple[Path, Path], demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def incremental(
+    landing: tuple[Path, list[tuple[Path, Path]]], demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     zone, held = landing
     home = tmp_path_factory.mktemp("home_incremental")
     warehouse = Warehouse.at(home / "warehouse")
     first, _ = _run(home, zone, demo_run)
     before = table_versions(warehouse)
+    first_tickets = pl.from_arrow(warehouse.table("gold/dispatch/tickets").to_pyarrow_table(columns=["source"]))
+    first_run = warehouse.table("ops/runs").to_pyarrow_table().to_pylist()[-1]
     again, again_seconds = _run(home, zone, demo_run)
     after_again = table_versions(warehouse)
-    original = next(b for b in find_batches(zone) if b.contract_id == HELD_BACK_CONTRACT).path.parent / held.name
-    shutil.move(held, original)
+    for aside, folder in held:
+        shutil.move(aside, folder)
     delivered, _ = _run(home, zone, demo_run)
     return {
         "home": home,
         "outputs": (first, again, delivered),
         "again_seconds": again_seconds,
         "versions": (before, after_again, table_versions(warehouse)),
+        "first_run": (first_tickets, first_run),
     }
+
+
+def test_a_missing_crosscheck_input_skips_the_crosscheck_and_nothing_else(incremental: dict, demo_run: DemoRun) -> None:
+    """Without any assistance-cases batch the cross-check cannot judge anything: the run says so, keeps going,
+    builds every other feed's tickets and succeeds (a department's data is never fatal)."""
+    first, _, _ = incremental["outputs"]
+    tickets, run = incremental["first_run"]
+    assert f"skipped gold/social_assistance/crosscheck_flags: cross-check as of {demo_run.as_of}" in first
+    assert CROSSCHECK_INPUT in first
+    assert {"hotline", "grid_report", "enterprise_appeal"} <= set(tickets["source"].to_list())
+    assert "crosscheck" not in set(tickets["source"].to_list())
+    assert run["status"] == "succeeded" and CROSSCHECK_INPUT in run["skipped"]
 
 
 def test_a_run_with_nothing_new_does_nothing_in_seconds(incremental: dict) -> None:
@@ -99,10 +124,11 @@ def test_a_run_with_nothing_new_does_nothing_in_seconds(incremental: dict) -> No
 
 def test_one_new_batch_rebuilds_only_what_depends_on_it(incremental: dict) -> None:
     _, _, delivered = incremental["outputs"]
-    assert "incremental run" in delivered and HELD_BACK_CONTRACT in delivered
+    assert "incremental run" in delivered and HELD_BACK_CONTRACT in delivered and CROSSCHECK_INPUT in delivered
     _, before, after = incremental["versions"]
     changed = {table for table in after if after[table] != before.get(table)}
     assert "silver/zhengshu/hotline_appeals" in changed and "gold/urban/events" in changed
+    assert "gold/social_assistance/crosscheck_flags" in changed
     untouched = ("silver/gongan/household_registration", "bronze/renshe/social_insurance", "gold/party/org_tree")
     assert not changed & set(untouched), changed
     assert RUN_STATE not in changed
