@@ -31,7 +31,7 @@ from dagster import (
 
 from ingestion.bronze import DEFAULT_REJECT_SHARE
 from ingestion.contract import Contract
-from ingestion.ledger import read_ledger
+from ingestion.ledger import latest_decisions, read_ledger
 from ingestion.warehouse import Warehouse
 from quality.results import latest_batches, read_results
 
@@ -118,7 +118,8 @@ def build_quality_check(contract: Contract, threshold: float = DEFAULT_REJECT_SH
     )
     def _check(context: AssetCheckExecutionContext) -> AssetCheckResult:
         warehouse = Warehouse.at(getattr(context.resources, RESOURCE_KEY).warehouse)
-        return evaluate(contract, read_results(warehouse, contract.id), read_ledger(warehouse), threshold)
+        decisions = latest_decisions(read_ledger(warehouse))  # a batch landed again counts once, as last decided
+        return evaluate(contract, read_results(warehouse, contract.id), decisions, threshold)
 
     return _check
 

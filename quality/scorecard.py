@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from ingestion.contract import Contract, batch_contracts
-from ingestion.ledger import read_ledger
+from ingestion.ledger import latest_decisions, read_ledger
 from ingestion.replace import replace_table
 from ingestion.warehouse import QUALITY_SCORECARD, Warehouse
 from quality.results import COMPLETENESS, REQUIRED, read_results
@@ -281,7 +281,8 @@ def build_scorecard(
     window_days: int = DEFAULT_WINDOW_DAYS,
 ) -> pl.DataFrame:
     """Score every batch contract and its department as of a day; overwrite ops/quality_scorecard."""
-    scorecard = score(read_ledger(warehouse), read_results(warehouse), as_of, contracts, window_days)
+    # a batch landed again (yiwang batches rerun) counts once, as last decided
+    scorecard = score(latest_decisions(read_ledger(warehouse)), read_results(warehouse), as_of, contracts, window_days)
     replace_table(warehouse, QUALITY_SCORECARD, scorecard.to_arrow())
     return scorecard
 

@@ -218,6 +218,28 @@ def test_outcomes_set_status_and_handling_department() -> None:
     assert ticket["updated_at"] == local(16, 12)
 
 
+def test_a_ticket_whose_reports_are_all_gone_is_closed_not_deleted(tmp_path: Path) -> None:
+    """An IoT incident a late reading withdrew (or a case the latest cross-check no longer flags) takes its report
+    out of the sources: the ticket the dispatch system already holds is closed once, never deleted or left open."""
+    warehouse = Warehouse.at(tmp_path / "warehouse")
+    rows = [
+        report("R1", "010101", local(16, 9), grid_code=GRID_A),
+        report("R2", "010104", local(16, 9), grid_code=GRID_B),
+    ]
+    first = write_tickets(warehouse, derive(rows))
+    assert (first.inserted, first.updated) == (2, 0)
+    gone = write_tickets(warehouse, derive(rows[:1]))
+    assert (gone.inserted, gone.updated) == (0, 1)
+    tickets = {
+        row["source_ref"]: row
+        for row in DeltaTable(warehouse.uri("gold/dispatch/tickets")).to_pyarrow_table().to_pylist()
+    }
+    assert tickets["R2"]["status"] == "closed" and tickets["R1"]["status"] == "new"
+    assert tickets["R2"]["updated_at"] > local(16, 9)
+    again = write_tickets(warehouse, derive(rows[:1]))  # closed once: nothing more to write
+    assert (again.inserted, again.updated, again.version) == (0, 0, gone.version)
+
+
 def test_change_feed_returns_exactly_what_changed(tmp_path: Path) -> None:
     warehouse = Warehouse.at(tmp_path / "warehouse")
     rows = [

@@ -4,7 +4,8 @@
   replaced per source on each feed, so re-running a feed never duplicates a report.
 - `gold/dispatch/tickets`: one row per ticket, Delta change data feed enabled. Only tickets whose
   values actually changed are written, so each table version holds exactly the new and changed
-  tickets, and `changes_since(N)` returns exactly those.
+  tickets, and `changes_since(N)` returns exactly those. A ticket is never deleted: when none of its
+  reports is left in the sources it is closed.
 - `ops/dispatch_rejections`: reports that could not become a ticket, with the rule and what to do.
 """
 
@@ -23,6 +24,7 @@ TICKETS = "gold/dispatch/tickets"
 TICKET_SOURCES = "gold/dispatch/ticket_sources"
 REJECTIONS = "ops/dispatch_rejections"
 CDF = {"delta.enableChangeDataFeed": "true"}
+WITHDRAWN_STATUS = "closed"  # a ticket whose every source report is gone
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,20 @@ def _diff(current: pa.Table | None, derived: pa.Table) -> tuple[pa.Table, int, i
         """
     ).to_arrow_table()
     inserted = int(pa.compute.sum(changed["is_new"].cast(pa.int64())).as_py() or 0)
-    return changed.drop_columns(["is_new"]), inserted, changed.num_rows - inserted
+    # A ticket none of whose reports is left (an IoT incident a late reading withdrew, a case the latest
+    # cross-check no longer flags) is closed by its sources, not left open without a source: tickets are never
+    # deleted, the dispatch system already holds them.
+    withdrawn = connection.sql(
+        f"""
+        select c.* replace ('{WITHDRAWN_STATUS}' as status, greatest(c.updated_at, now()) as updated_at)
+        from current as c anti join derived as d using (ticket_id)
+        where c.status is distinct from '{WITHDRAWN_STATUS}'
+        """
+    ).to_arrow_table()
+    changed = changed.drop_columns(["is_new"])
+    if withdrawn.num_rows:
+        changed = pa.concat_tables([changed, withdrawn.cast(changed.schema)])
+    return changed, inserted, changed.num_rows - inserted
 
 
 def write_tickets(warehouse: Warehouse, derived: pa.Table, run_id: str | None = None) -> TicketWrite:
