@@ -204,7 +204,7 @@ def simulate_video(
     """Camera frames drawn live (riders with and without helmets, overflowing bins, stalls), as JPEG with headers
     ts and frame_seq: cameras of zhengshu.video_cameras when loaded, else synthetic ids; a few corrupt frames,
     frames with a missing or bad header, and resent duplicates."""
-    from ingestion.streaming.simulate_video import VideoSimulator
+    from demo_data.simulate_video import VideoSimulator
 
     _check_positive(fps=fps, duration=duration)
     if cameras < 0:
@@ -224,7 +224,7 @@ def _video_cameras(settings, count: int):
     """Online cameras of silver zhengshu.video_cameras when the warehouse has them, else synthetic ones."""
     import polars as pl
 
-    from ingestion.streaming.simulate_video import load_cameras, synthetic_cameras
+    from demo_data.simulate_video import load_cameras, synthetic_cameras
     from ingestion.warehouse import Warehouse
     from ml.algorithms import load_algorithms
     from thematic_libs.urban.events import read_silver

@@ -27,6 +27,7 @@ import torch
 from deltalake import DeltaTable, write_deltalake
 from PIL import Image
 
+from demo_data.simulate_video import SimCamera, VideoProfile, VideoSimulator
 from ingestion.contract import get_contract
 from ingestion.silver import silver_table
 from ingestion.streaming.consumer import StreamConsumer
@@ -34,7 +35,6 @@ from ingestion.streaming.frames import FRAME_COLUMN, check_frames
 from ingestion.streaming.messages import FRAME_RULES, Message
 from ingestion.streaming.offsets import app_id
 from ingestion.streaming.simulate import produce
-from ingestion.streaming.simulate_video import SimCamera, VideoProfile, VideoSimulator
 from ingestion.streaming.topics import load_topics
 from ingestion.warehouse import Warehouse
 from ml.algorithms import get_algorithm
