@@ -129,7 +129,12 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     home = root / "home"
     summary = generate_landing_zone(home / "landing", scale=DEMO_RUN_SCALE, seed=DEMO_RUN_SEED, progress=False)
     as_of = summary.as_of.isoformat()
-    env = platform_env(home, PYTHONUNBUFFERED="1", YIWANG_PSEUDONYM_KEY=DEMO_RUN_KEY.hex(), YIWANG_AS_OF=as_of)
+    # the key file `make run` would generate on first use, with a known key (other runs compare rows with it)
+    key_file = home / "secrets" / "pseudonym.key"
+    key_file.parent.mkdir()
+    key_file.write_text(DEMO_RUN_KEY.hex(), encoding="ascii")
+    key_file.chmod(0o600)
+    env = platform_env(home, PYTHONUNBUFFERED="1", YIWANG_AS_OF=as_of)
     env.pop("DAGSTER_HOME", None)
     yiwang = Path(sys.executable).parent / "yiwang"
     done = subprocess.run([str(yiwang), "run"], env=env, cwd=root, capture_output=True, text=True, timeout=900)
