@@ -206,8 +206,9 @@ def _stages(records: list[Any], sampler: MemorySampler) -> dict[str, Any]:
             spans[stage].append((starts[step], at))
         elif event.is_step_materialization:
             materialization = event.event_specific_data.materialization
-            if stage_of.get(step, "other") == "other":  # a bronze step also records its batches' partitions (ops)
-                stage_of[step] = _stage(list(materialization.asset_key.path))
+            if materialization.partition is not None:
+                continue  # a batch's partition of ops/batch, recorded by a bronze step, as the run report skips it
+            stage_of.setdefault(step, _stage(list(materialization.asset_key.path)))
             value = materialization.metadata.get("quality_seconds")
             if value is not None:
                 quality += float(value.value)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
+import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
 from ingestion.bronze import bronze_table
@@ -93,16 +94,8 @@ def apply_silver(
     ledger = ledger.sort("batch_ordinal")
     if ledger.height == 0:
         if rebuild and warehouse.exists(table):
-            empty = contract.silver_schema().empty_table()
             commit = CommitProperties(custom_metadata={"yiwang.applied_batches": "0", "yiwang.action": "rebuilt"})
-            write_deltalake(
-                warehouse.uri(table),
-                empty,
-                mode="overwrite",
-                schema_mode="overwrite",
-                storage_options=warehouse.options(),
-                commit_properties=commit,
-            )
+            _overwrite(warehouse, table, contract.silver_schema().empty_table(), commit)
             return SilverOutcome(contract.id, (), "rebuilt", 0)
         return SilverOutcome(contract.id, (), "unchanged", 0)
     last_applied, covered = _applied(warehouse, table)
@@ -145,15 +138,20 @@ def apply_silver(
             .execute()
         )
     else:
-        write_deltalake(
-            warehouse.uri(table),
-            data,
-            mode="overwrite",
-            schema_mode="overwrite",
-            storage_options=warehouse.options(),
-            commit_properties=commit,
-        )
+        _overwrite(warehouse, table, data, commit)
     return SilverOutcome(contract.id, tuple(pending["batch_id"].to_list()), action, data.num_rows)
+
+
+def _overwrite(warehouse: Warehouse, table: str, data: pa.Table, commit: CommitProperties) -> None:
+    """The silver table replaced whole by `data` in one commit."""
+    write_deltalake(
+        warehouse.uri(table),
+        data,
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=warehouse.options(),
+        commit_properties=commit,
+    )
 
 
 def _silver_key(contract: Contract) -> list[str]:
