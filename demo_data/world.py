@@ -63,8 +63,13 @@ class World:
     tickets: TicketEvents
 
 
+RESIDENTS_PER_SCALE = 20_000
+MIN_RESIDENTS = 500  # fewer leave some streets or grids without anyone
+MIN_SCALE = MIN_RESIDENTS / RESIDENTS_PER_SCALE
+
+
 def residents_for(scale: float) -> int:
-    return round(20_000 * scale)
+    return round(RESIDENTS_PER_SCALE * scale)
 
 
 def build_world(seed: int, scale: float, event_multiplier: float = 1.0) -> World:
@@ -72,8 +77,8 @@ def build_world(seed: int, scale: float, event_multiplier: float = 1.0) -> World
     hotline appeals and enterprise appeals (ticket outcomes follow), nothing else: 1 is the ordinary demo.
     """
     residents = residents_for(scale)
-    if residents < 500:
-        raise ValueError("scale too small: the demo needs at least 500 residents (scale 0.025)")
+    if residents < MIN_RESIDENTS:
+        raise ValueError(f"scale too small: the demo needs at least {MIN_RESIDENTS} residents (scale {MIN_SCALE:g})")
     if not event_multiplier > 0:
         raise ValueError(f"event_multiplier must be positive, got {event_multiplier}")
     geo = build_geography(seed, residents, scale)

@@ -56,8 +56,13 @@ def _global_options(
 def _check_demo_options(
     scale: float, defect_rate: float = 0.02, event_multiplier: float = 1.0, option: str = "--scale"
 ) -> None:
+    from demo_data.world import MIN_RESIDENTS, MIN_SCALE
+
     if not scale > 0:
         raise _fail(f"{option} must be above 0 (1 = a district of 20,000 residents), not {scale:g}")
+    if scale < MIN_SCALE:
+        needs = f"the demo needs {MIN_RESIDENTS} residents or more"
+        raise _fail(f"{option} must be at least {MIN_SCALE:g} ({needs}), not {scale:g}")
     if not 0 <= defect_rate <= 0.5:
         raise _fail(f"--defect-rate is a share of rows between 0 and 0.5, not {defect_rate:g}")
     if not event_multiplier > 0:

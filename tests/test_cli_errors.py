@@ -79,6 +79,7 @@ def test_bad_dates_formats_and_values_are_one_line(home: Path) -> None:
     refused(["ledger", "--format", "xml"], 2, "--format 'xml'", "table, json, csv")
     refused(["run", "--reject-share", "2"], 2, "--reject-share", "between 0 and 1")
     refused(["run", "--demo-scale", "0"], 2, "--demo-scale must be above 0")
+    refused(["run", "--demo-scale", "0.02"], 2, "--demo-scale must be at least 0.025")
     refused(["run", "--landing", str(home / "nowhere")], 2, "landing zone", "does not exist")
     refused(["demo-data", "--out", str(home / "demo"), "--scale", "-1"], 2, "--scale must be above 0")
     refused(["demo-data", "--out", str(home / "demo"), "--defect-rate", "3"], 2, "--defect-rate")
