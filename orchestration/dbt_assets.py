@@ -53,6 +53,12 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DEFAULT_DUCKDB = REPO_ROOT / ".yiwang" / "yiwang.duckdb"
 DBT_RESOURCE_KEY = "dbt"
 
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+# dbt's file log (dbt.log in each invocation's target folder): at dbt's default, debug, 9.4 MB per invocation at
+# scale 10 and about 1.7 s of the main build; the events themselves reach Dagster's log from dbt's stdout.
+DBT_FILE_LOG_LEVEL = "info"
+KEPT_INVOCATIONS = 60  # target/ folders of past invocations (bench/thematic.py reads the last run's)
+
 # Files whose change makes a parsed manifest stale (the generated staging files are among them).
 _PROJECT_INPUTS = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests", "seeds", "snapshots")
 
@@ -257,17 +263,53 @@ def make_dbt_assets(
             # `buildable`: a test runs in the step that builds the last of its parents. dbt's default (eager) also
             # ran a seed's relationship tests in the seeds' own step, before the marts they test existed: false
             # "errors" on every first run.
-            invocation = dbt.cli(["build", "--indirect-selection", "buildable"], context=context, raise_on_error=False)
-            # Row counts (tables: marts, seeds) and column schemas on each model's materialisation, read through
-            # dbt's adapter in this process. dagster-dbt waits for the dbt process to end before it reads a
-            # DuckDB file (dbt holds its write lock), so the events come at the end of the step.
-            yield from invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=False)
+            invocation = dbt.cli(
+                ["build", "--indirect-selection", "buildable", "--log-level-file", DBT_FILE_LOG_LEVEL],
+                context=context,
+                raise_on_error=False,
+            )
+            # Row counts (tables: marts, seeds) on each model's materialisation, read through dbt's adapter in this
+            # process; dagster-dbt waits for the dbt process to end before it reads a DuckDB file (dbt holds its
+            # write lock), so the events come at the end of the step. Column schemas come from the manifest's
+            # declared columns (the asset's definition metadata): reading them from the database as well
+            # (`fetch_column_metadata`) cost about 2 s per invocation at scale 10 (bench/RESULTS.md, issue 16).
+            yield from invocation.stream().fetch_row_counts()
         release_adapter(invocation)
+        keep_partial_parse(invocation.target_path, project)
+        prune_invocations(project)
         broken = build_errors(invocation.get_artifact("run_results.json"))
         if broken:
             raise RuntimeError("dbt could not build: " + "; ".join(broken))
 
     return _dbt_models
+
+
+def keep_partial_parse(invocation_target: Path, project: DbtProject) -> None:
+    """Make this invocation's parse the one the next invocation starts from.
+
+    dbt re-parses the whole project when the profile differs from the one its `partial_parse.msgpack` was written
+    with, and the profile's DuckDB path is part of that (dbt hashes the connection's values): a run on another home
+    re-parsed in every one of its five invocations, about 3 s each at scale 10 on 2 cores. dagster-dbt copies
+    `target/partial_parse.msgpack` into each invocation's own target folder; putting the first invocation's fresh
+    file back there lets the run's other invocations, and the next run on the same home, parse only what changed.
+    """
+    fresh = invocation_target / PARTIAL_PARSE_FILE
+    if not fresh.is_file():
+        return
+    kept = project.project_dir / project.target_path / PARTIAL_PARSE_FILE
+    staging = kept.with_name(f".{PARTIAL_PARSE_FILE}.{os.getpid()}")
+    shutil.copyfile(fresh, staging)
+    os.replace(staging, kept)  # atomic: a parallel run reads the old file or this one, never half of it
+
+
+def prune_invocations(project: DbtProject, keep: int = KEPT_INVOCATIONS) -> None:
+    """Delete all but the newest `keep` invocation folders under target/ (dagster-dbt makes one per step and
+    never removes them: 512 folders and 4.8 GB here before this)."""
+    target = project.project_dir / project.target_path
+    folders = [p for p in target.iterdir() if p.is_dir() and p.name.startswith("yiwang_dbt")]
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def release_adapter(invocation: Any) -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,20 +349,51 @@ def test_one_manifest_serves_every_warehouse(dagster_warehouse: Path, monkeypatc
 def test_dagster_materialises_a_staging_model_and_its_checks(dagster_warehouse: Path) -> None:
     from dagster import AssetKey, materialize
 
-    from orchestration.dbt_assets import build_dbt_definitions
+    from orchestration.dbt_assets import PARTIAL_PARSE_FILE, build_dbt_definitions, dbt_project
 
     assets, resources = build_dbt_definitions()
     key = AssetKey(["staging", "stg_zhihui__ticket_outcomes"])
     seed = AssetKey(["reference", "departments"])
+    started = time.time() - 1
     result = materialize(assets, resources=resources, selection=[key, seed])
     assert result.success
     events = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert set(events) == {key, seed}
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
-    # the UI's row count (tables: a view's would cost its query) and column schema, read after dbt released the file
+    # the UI's row count (tables: a view's would cost its query), read after dbt released the file; the column
+    # schema is the model's declared columns, on its definition
     assert events[seed]["dagster/row_count"].value > 0
-    assert "ticket_id" in {c.name for c in events[key]["dagster/column_schema"].value.columns}
+    spec = next(spec for a in assets for spec in a.specs if spec.key == key)
+    assert "ticket_id" in {c.name for c in spec.metadata["dagster/column_schema"].columns}
+    # the invocation's parse (for this DuckDB path) is the one the next invocation starts from
+    project = dbt_project()
+    kept = project.project_dir / project.target_path / PARTIAL_PARSE_FILE
+    assert kept.stat().st_mtime >= started
     # ...and released again: this process opens the file read-write, as the next dbt invocation would
     with duckdb.connect(os.environ["YIWANG_DUCKDB"]) as connection:
         assert connection.sql(f"select count(*) from staging.{key.path[-1]}").fetchall() == [(ROWS_PER_TABLE,)]
+
+
+def test_only_the_newest_invocation_folders_are_kept(tmp_path: Path) -> None:
+    """dagster-dbt makes a target folder per step and never removes one: the op keeps the newest."""
+    from dagster_dbt import DbtProject
+
+    from orchestration.dbt_assets import prune_invocations
+
+    (tmp_path / "dbt_project.yml").write_text("name: x\n", encoding="utf-8")
+    target = tmp_path / "target"
+    for index in range(5):
+        folder = target / f"yiwang_dbt-{index:07d}-abcdef0"
+        folder.mkdir(parents=True)
+        os.utime(folder, (1_000_000 + index, 1_000_000 + index))
+    (target / "manifest.json").write_text("{}", encoding="utf-8")
+    (target / "compiled").mkdir()
+    project = DbtProject(project_dir=tmp_path)
+    prune_invocations(project, keep=2)
+    assert sorted(p.name for p in target.iterdir()) == [
+        "compiled",
+        "manifest.json",
+        "yiwang_dbt-0000003-abcdef0",
+        "yiwang_dbt-0000004-abcdef0",
+    ]
