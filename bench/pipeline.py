@@ -193,6 +193,7 @@ def _stages(records: list[Any], sampler: MemorySampler) -> dict[str, Any]:
     starts: dict[str, float] = {}
     spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     stage_of: dict[str, str] = {}
+    step_spans: dict[str, tuple[float, float]] = {}
     quality = 0.0
     for record in records:
         event = record.dagster_event
@@ -204,6 +205,7 @@ def _stages(records: list[Any], sampler: MemorySampler) -> dict[str, Any]:
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and step in starts:
             stage = stage_of.get(step, "dbt" if "dbt" in step else "other")
             spans[stage].append((starts[step], at))
+            step_spans[step] = (starts[step], at)
         elif event.is_step_materialization:
             materialization = event.event_specific_data.materialization
             if materialization.partition is not None:
@@ -221,7 +223,20 @@ def _stages(records: list[Any], sampler: MemorySampler) -> dict[str, Any]:
         if stage != "quality"
     }
     stages["quality"] = {"seconds": round(quality, 2), "peak_rss_mb": None}
-    return {"stages": stages, "peak_rss_mb": round(sampler.peak(min(starts.values(), default=None)) / 2**20)}
+    return {
+        "stages": stages,
+        "peak_rss_mb": round(sampler.peak(min(starts.values(), default=None)) / 2**20),
+        "slowest_steps": _steps(step_spans, sampler, key=lambda step: step[1]),
+        "largest_steps": _steps(step_spans, sampler, key=lambda step: step[2]),
+    }
+
+
+def _steps(spans: dict[str, tuple[float, float]], sampler: MemorySampler, key: Any, top: int = 8) -> list[Any]:
+    """`[step, seconds, peak MB]` of the `top` steps by `key` (the process's peak while the step ran)."""
+    steps = [
+        (step, round(end - start, 2), round(sampler.peak(start, end) / 2**20)) for step, (start, end) in spans.items()
+    ]
+    return [list(step) for step in sorted(steps, key=key, reverse=True)[:top]]
 
 
 def measure(scale: float, repeat: int) -> dict[str, Any]:
@@ -252,6 +267,8 @@ def measure(scale: float, repeat: int) -> dict[str, Any]:
         "nothing_new_seconds": min(r["nothing_new"]["seconds"] for r in rounds),
         "peak_rss_mb": best["full"]["peak_rss_mb"],
         "stages": best["full"]["stages"],
+        "slowest_steps": best["full"]["slowest_steps"],
+        "largest_steps": best["full"]["largest_steps"],
         "load_average": os.getloadavg(),
     }
 

@@ -59,7 +59,7 @@ def _applied(warehouse: Warehouse, table: str) -> tuple[int, int]:
 # to a temporary folder beyond that). Measured on renshe.social_insurance at scale 10 (2.3 M rows, 2 cores):
 # the whole-table polars version held 2.5 GB at its peak (about 12 GB at 1 M residents); bench/RESULTS.md.
 STREAM_ROWS = 200_000
-DUCKDB_MEMORY_LIMIT = "400MB"
+DUCKDB_MEMORY_LIMIT = "1GB"
 
 
 def _quoted(name: str) -> str:
@@ -104,6 +104,7 @@ def current_rows(
             connection.register("batch_order", files)
             listed = ", ".join(_literal(uri) for uri in files["uri"].to_pylist()) or "''"
             files_read = f"select columns(lambda c: c != '_batch_id') from read_parquet([{listed}], filename = true)"
+            delivered = f"read_parquet([{listed}])"
             query = (
                 f"select * exclude (filename, uri, _ord) from ({files_read}) b "
                 f"join batch_order o on b.filename = o.uri {latest}"
@@ -112,10 +113,12 @@ def current_rows(
             connection.register("bronze", bronze.to_pyarrow_dataset())
             connection.register("batch_order", pa.table({"_batch_id": list(order), "_ord": list(order.values())}))
             listed = ", ".join(_literal(batch) for batch in order)
+            delivered = f"(select * from bronze where _batch_id in ({listed}))"
             query = (
                 "select b.* from bronze b join batch_order o using (_batch_id) "
                 f"where b._batch_id in ({listed}) {latest}"
             )
+        query = _with_pseudonyms(connection, query, delivered, contract, pseudonymiser)
         chunks = connection.sql(query).to_arrow_reader(STREAM_ROWS)
 
         def silver_batches() -> Iterator[pa.RecordBatch]:
@@ -127,6 +130,31 @@ def current_rows(
                 yield from rows.to_batches()
 
         yield pa.RecordBatchReader.from_batches(schema, silver_batches()), written
+
+
+def _with_pseudonyms(
+    connection: duckdb.DuckDBPyConnection, query: str, delivered: str, contract: Contract, pseudonymiser: Pseudonymiser
+) -> str:
+    """`query` with the pseudonym of each sensitive text column beside it (`<column>_key`); `delivered` reads
+    every row of the batches (the distinct values are taken from it, before the latest row per key is chosen).
+
+    Each distinct value is hashed once, in DuckDB (`Pseudonymiser.sql`), into a temporary table that the rows
+    join: a person's rows repeat the ID number, 11.7 per resident in renshe.social_insurance. Other sensitive
+    values (numbers) are left to `_to_silver`, chunk by chunk."""
+    texts = [c for c in contract.sensitive_columns if pa.types.is_string(c.arrow_type)]
+    joins, keys = [], []
+    for index, column in enumerate(texts):
+        name, table = _quoted(column.name), f"pseudonyms_{index}"
+        connection.execute(
+            f"create temporary table {table} as select value, {pseudonymiser.sql('value')} as pseudonym "
+            f"from (select distinct {name} as value from {delivered} where {name} is not null)",
+            pseudonymiser.sql_parameters(),
+        )
+        joins.append(f"left join {table} on l.{name} = {table}.value")
+        keys.append(f"{table}.pseudonym as {_quoted(column.name + '_key')}")
+    if not texts:
+        return query
+    return f"select l.*, {', '.join(keys)} from ({query}) l {' '.join(joins)}"
 
 
 def _batch_files(bronze: DeltaTable, order: dict[str, int]) -> pa.Table | None:
@@ -144,8 +172,11 @@ def _batch_files(bronze: DeltaTable, order: dict[str, int]) -> pa.Table | None:
 
 
 def _to_silver(frame: pl.DataFrame, contract: Contract, pseudonymiser: Pseudonymiser) -> pl.DataFrame:
+    """The silver columns of bronze rows: each sensitive column's pseudonym (unless the query made it already)."""
     replacements = [
-        pseudonymiser.pseudonymise(frame[c.name]).alias(f"{c.name}_key") for c in contract.sensitive_columns
+        pseudonymiser.pseudonymise(frame[c.name]).alias(f"{c.name}_key")
+        for c in contract.sensitive_columns
+        if f"{c.name}_key" not in frame.columns
     ]
     return frame.with_columns(replacements).select(contract.silver_schema().names)
 
@@ -229,6 +260,25 @@ def _overwrite(
         storage_options=warehouse.options(),
         commit_properties=commit,
     )
+
+
+def silver_key_counts(warehouse: Warehouse, contract: Contract) -> tuple[int, int]:
+    """(rows, rows whose primary key another row shares) of the silver table, counted by DuckDB (its Parquet
+    reader, or deltalake's Arrow dataset where it cannot read the files exactly): only the key columns are read,
+    streamed, within DuckDB's memory limit. Reading them whole into polars held 5.0 GB at 1 M residents
+    (renshe.social_insurance, 11.7 M rows); this, 1.0 GB and 2.5 s (bench/RESULTS.md, issue 16)."""
+    table = silver_table(contract)
+    columns = ", ".join(_quoted(name) for name in _silver_key(contract))
+    files = warehouse.parquet_files(table)
+    with duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT}) as connection:
+        if files is None:
+            connection.register("silver_dataset", warehouse.table(table).to_pyarrow_dataset())
+        source = f"read_parquet([{', '.join(_literal(f) for f in files)}])" if files else "silver_dataset"
+        [(rows, duplicates)] = connection.sql(
+            "select coalesce(sum(n), 0), coalesce(sum(n) filter (where n > 1), 0) "
+            f"from (select count(*) as n from {source} group by {columns})"
+        ).fetchall()
+    return int(rows), int(duplicates)
 
 
 def _silver_key(contract: Contract) -> list[str]:

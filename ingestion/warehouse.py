@@ -75,3 +75,14 @@ class Warehouse:
 
     def options(self) -> dict[str, str] | None:
         return self.storage_options or None
+
+    def parquet_files(self, table: str) -> list[str] | None:
+        """The current version's data files of a local table when DuckDB's Parquet reader reads them exactly as
+        Delta would (reader version 1: no deletion vectors or column mapping; no partition columns, whose values
+        are not in the files), else None: read the table through `table(...).to_pyarrow_dataset()` instead."""
+        if not self.is_local:
+            return None
+        delta = self.table(table)
+        if delta.protocol().min_reader_version != 1 or delta.metadata().partition_columns:
+            return None
+        return sorted(delta.file_uris())

@@ -52,13 +52,6 @@ def staged_sources(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return sorted(sources, key=lambda s: (s["schema"], s["identifier"]))
 
 
-def parquet_files(table: DeltaTable) -> list[str] | None:
-    """The current version's data files when DuckDB reads them exactly as Delta would, else None."""
-    if table.protocol().min_reader_version != 1 or table.metadata().partition_columns:
-        return None
-    return sorted(table.file_uris())
-
-
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -104,7 +97,7 @@ def stage_sources(manifest: Mapping[str, Any], duckdb_path: Path, warehouse: War
                 report.missing.append(name)
                 continue
             table = warehouse.table(path)
-            files = parquet_files(table) if warehouse.is_local else None
+            files = warehouse.parquet_files(path)
             if files:
                 listed = ", ".join(_literal(f) for f in files)
                 connection.execute(

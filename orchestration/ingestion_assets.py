@@ -30,7 +30,7 @@ from ingestion.bronze import BatchOutcome
 from ingestion.contract import Contract, batch_contracts, image_contracts
 from ingestion.ledger import read_ledger
 from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
-from ingestion.silver import apply_silver, silver_table
+from ingestion.silver import apply_silver, silver_key_counts, silver_table
 from ingestion.warehouse import Warehouse
 from orchestration.batch_partitions import LANDING_BATCHES, batch_partition, landing_batches, record_batches
 from orchestration.resources import PlatformResource
@@ -124,24 +124,18 @@ def build_silver_asset(contract: Contract) -> AssetsDefinition:
 
 def build_silver_key_check(contract: Contract) -> AssetChecksDefinition:
     """Silver must hold one row per primary key: a duplicate means a merge went wrong."""
-    sensitive = {c.name for c in contract.sensitive_columns}
-    key = [f"{k}_key" if k in sensitive else k for k in contract.primary_key]
 
     @asset_check(asset=silver_key(contract), name="primary_key_unique", blocking=False)
     def _check(platform: PlatformResource) -> AssetCheckResult:
-        import polars as pl
-
         warehouse = platform.get_warehouse()
         table = silver_table(contract)
         if not warehouse.exists(table):
             return AssetCheckResult(passed=True, metadata={"rows": 0, "note": "no batch loaded yet"})
-        frame = pl.from_arrow(warehouse.table(table).to_pyarrow_table(columns=key))
-        assert isinstance(frame, pl.DataFrame)
-        duplicates = int(frame.is_duplicated().sum())
+        rows, duplicates = silver_key_counts(warehouse, contract)
         return AssetCheckResult(
             passed=duplicates == 0,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"rows": frame.height, "duplicate_rows": duplicates},
+            metadata={"rows": rows, "duplicate_rows": duplicates},
         )
 
     return _check

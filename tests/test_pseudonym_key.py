@@ -47,3 +47,19 @@ def test_an_unreadable_key_file_names_the_file(tmp_path: Path) -> None:
     folder.mkdir()  # a folder where the key should be: cannot be read as a file
     with pytest.raises(PseudonymKeyError, match="cannot be read"):
         read_key_file(folder)
+
+
+@pytest.mark.parametrize("key", [bytes(range(32)), b"k" * 16, bytes(range(256)) * 2], ids=["32", "16", "512"])
+def test_the_sql_pseudonym_is_the_python_one(key: bytes) -> None:
+    """Silver hashes text values in DuckDB (`Pseudonymiser.sql`): byte for byte the HMAC of `pseudonym`, for
+    keys shorter and longer than SHA-256's block, and for values in every plane, empty and null."""
+    import duckdb
+
+    pseudonymiser = Pseudonymiser(key)
+    values = ["440605199001011234", "44060519900101123X", "张三", "", "ü€𠀀", "a" * 200, None]
+    with duckdb.connect() as connection:
+        connection.execute("create table t (position integer, value varchar)")
+        connection.executemany("insert into t values (?, ?)", list(enumerate(values)))
+        query = f"select {pseudonymiser.sql('value')} from t order by position"
+        got = [row[0] for row in connection.execute(query, pseudonymiser.sql_parameters()).fetchall()]
+    assert got == [None if v is None else pseudonymiser.pseudonym(v) for v in values]

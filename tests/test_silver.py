@@ -151,3 +151,21 @@ def test_duckdb_file_reader_and_arrow_dataset_give_the_same_rows(landing, wareho
     assert by_files.height == 8
     latest = {row["account_no"]: (row["status"], row["_batch_id"]) for row in by_files.iter_rows(named=True)}
     assert latest["A0000"] == ("closed", "20261003T020000") and latest["A0007"] == ("normal", "20261001T020000")
+
+
+def test_the_key_check_counts_rows_that_share_a_key(landing, warehouse, pseudonymiser, monkeypatch):
+    """`silver_key_counts` (the primary_key_unique check) finds a duplicated key, through DuckDB's Parquet reader
+    and through the Arrow dataset alike."""
+    from deltalake import write_deltalake
+
+    from ingestion.silver import silver_key_counts
+
+    write_batch(landing, FUND.id, "20261001T020000", [fund_row(i, "2026-09") for i in range(5)], mode="incremental")
+    land(landing, warehouse)
+    apply_silver(FUND, warehouse, pseudonymiser)
+    assert silver_key_counts(warehouse, FUND) == (5, 0)
+    table = f"silver/{FUND.table_path}"
+    write_deltalake(warehouse.uri(table), warehouse.table(table).to_pyarrow_table().slice(0, 2), mode="append")
+    assert silver_key_counts(warehouse, FUND) == (7, 4)
+    monkeypatch.setattr(type(warehouse), "parquet_files", lambda self, table: None)
+    assert silver_key_counts(warehouse, FUND) == (7, 4)
