@@ -5,14 +5,15 @@ quality pass included) on the scale-10 demo landing zone of bench/pipeline.py, o
 fresh warehouse:
 
 - **as shipped**: the CSV fast path (`ingestion/readers.py: _read_csv_fast`: Arrow's multithreaded CSV parser
-  on the file's bytes, string_view columns) with glibc's iconv for GB 18030 (`ingestion/gb18030.py`);
-- **no iconv**: the same, GB 18030 columns transcoded by Python's codec with numpy-derived lengths (what runs
-  where glibc is missing: musl, macOS);
-- **plain reader**: neither: every CSV decoded whole by Python's codec and split by the csv module
-  (`_read_csv_exact`, which also names the offset of bad bytes and the line of a malformed record).
+  on the file's bytes, string_view columns, GB 18030 columns transcoded by `ingestion/gb18030.py`);
+- **plain reader**: every CSV decoded whole by Python's codec first (`_read_csv_exact`, which also names the
+  offset of bad bytes and the line of a malformed record).
 
-The variants switch the module's own functions off in this process, as the differential tests do
-(tests/test_readers_fast_path.py, tests/test_gb18030.py). Run: `python -m bench.fast_paths [--scale 10]
+(A third variant, glibc's iconv through ctypes for GB 18030, measured the same as the shipped path in the whole
+run and was removed: bench/RESULTS.md, issue 16.)
+
+The plain variant switches the fast path off in this process; tests/test_readers_fast_path.py holds the two
+paths to the same results. Run: `python -m bench.fast_paths [--scale 10]
 [--repeat 2]`; figures in bench/out/fast_paths.json and bench/RESULTS.md.
 """
 
@@ -36,7 +37,7 @@ FAST_PATHS_OUT = OUT.with_name("fast_paths.json")
 @contextmanager
 def variant(name: str) -> Iterator[None]:
     """The readers as `name` says (see the module docstring), restored afterwards."""
-    from ingestion import gb18030, readers
+    from ingestion import readers
 
     saved: list[tuple[Any, str, Callable[..., Any]]] = []
 
@@ -44,8 +45,6 @@ def variant(name: str) -> Iterator[None]:
         saved.append((module, function, getattr(module, function)))
         setattr(module, function, lambda *args, **kwargs: None)
 
-    if name in ("no iconv", "plain reader"):
-        switch_off(gb18030, "_converter")
     if name == "plain reader":
         switch_off(readers, "_read_csv_fast")
     try:
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     landing, as_of = generate(args.scale)
     results: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.repeat):
-        for name in ("as shipped", "no iconv", "plain reader"):
+        for name in ("as shipped", "plain reader"):
             home = WORK / f"scale{args.scale:g}" / "fast_paths"
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)

@@ -17,17 +17,16 @@ The few values with four-byte GB 18030 sequences are set aside and decoded one b
 such values, a value that ends inside a character, a codec that breaks these assumptions) returns None, and the
 caller takes its exact, slower path.
 
-Where glibc's iconv has a converter that agrees with Python's codec (`_converter`), it does the decoding and
-encoding instead: twice as fast, and without the GIL, so columns convert side by side on all cores.
+What this saves (bench/RESULTS.md, issue 16): reading a 1 M-row GB 18030 household-registration batch (80 MB)
+takes 1.0-1.1 s on the CSV fast path that uses it (ingestion/readers.py) against 1.7-1.8 s on the exact path,
+which decodes the whole file with Python's codec first. glibc's iconv through ctypes used to stand in for
+Python's codec here; it saved about 0.1 s on that batch and nothing measurable in the whole run, so it is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-from collections.abc import Iterator
-from typing import NamedTuple
 
 import numpy as np
 
@@ -63,23 +62,20 @@ def _two_byte_utf8_pairs(codec: str) -> np.ndarray | None:
     return two
 
 
-def transcode(
-    values: np.ndarray, offsets: np.ndarray, codec: str, native: bool = True
-) -> tuple[np.ndarray, np.ndarray] | None:
+def transcode(values: np.ndarray, offsets: np.ndarray, codec: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The values in `codec` as UTF-8: (the UTF-8 bytes of all values, their offsets), or None when the
     column is not mostly ASCII and two-byte sequences (the caller then decodes value by value).
 
     `values` are the concatenated bytes (uint8), `offsets` the `count + 1` positions where each value starts
     and the last one ends (int64, starting at 0). Bytes the codec rejects raise UnicodeDecodeError, as
     decoding their value alone would. The few values with four-byte GB 18030 sequences (rare characters,
-    often in names) are set aside and decoded one by one. `native=False` keeps to Python's codec even where
-    glibc's iconv could stand in (the results are the same; tests compare the two).
+    often in names) are set aside and decoded one by one.
     """
-    return _transcode(values, offsets, codec, set_aside=True, native=native)
+    return _transcode(values, offsets, codec, set_aside=True)
 
 
 def _transcode(
-    values: np.ndarray, offsets: np.ndarray, codec: str, set_aside: bool, native: bool
+    values: np.ndarray, offsets: np.ndarray, codec: str, set_aside: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
     two_byte_pairs = _two_byte_utf8_pairs(codec)
     size = len(values)
@@ -89,18 +85,16 @@ def _transcode(
         return np.empty(0, dtype=np.uint8), offsets.copy()
     pairs, strange = _pair_bytes(values)  # bit i: byte i belongs to a two-byte character; trails out of range
     if len(strange):
-        return _set_aside(values, offsets, codec, strange, native) if set_aside else None
+        return _set_aside(values, offsets, codec, strange) if set_aside else None
     paired_before = _counter(pairs)
     paired = paired_before(offsets)
     if (paired & 1).any():  # a value ends inside a character
         return None
     pair_count = int(paired[-1]) // 2
-    utf8 = _native_utf8(values, codec, pairs, paired_before, size + pair_count) if native else None
-    if utf8 is None:
-        text = str(memoryview(values), codec)
-        if len(text) != size - pair_count:  # each pair decoded to one character: the structure was read right
-            return None
-        utf8 = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    text = str(memoryview(values), codec)
+    if len(text) != size - pair_count:  # each pair decoded to one character: the structure was read right
+        return None
+    utf8 = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     # Three UTF-8 bytes per pair and one per ASCII byte, less one per pair of only two UTF-8 bytes.
     short_count = size + pair_count - len(utf8)
     new_offsets = offsets + paired // 2
@@ -115,7 +109,7 @@ def _transcode(
 
 
 def _set_aside(
-    values: np.ndarray, offsets: np.ndarray, codec: str, strange: np.ndarray, native: bool
+    values: np.ndarray, offsets: np.ndarray, codec: str, strange: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Transcode the column without the values that hold `strange` positions, decode those one by one, and
     put the results together in order. None when they are too many for a loop in Python."""
@@ -129,7 +123,7 @@ def _set_aside(
     bounds = np.concatenate([[0], np.ravel(np.column_stack([offsets[aside], offsets[aside + 1]])), [size]])
     kept_values = np.concatenate([values[a:b] for a, b in zip(bounds[0::2], bounds[1::2], strict=True)])
     kept_offsets = np.concatenate([[0], np.cumsum(lengths[keep])])
-    kept = _transcode(kept_values, kept_offsets, codec, set_aside=False, native=native)
+    kept = _transcode(kept_values, kept_offsets, codec, set_aside=False)
     if kept is None:
         return None
     kept_utf8, kept_new_offsets = kept
@@ -253,168 +247,3 @@ def _short_pairs(values: np.ndarray, pairs: np.ndarray, paired_before, two_byte_
     candidates = candidates[paired_before(candidates) % 2 == 0]
     words = values[candidates].astype(np.int64) * 256 + values[candidates + 1]
     return candidates[two_byte_pairs[words]]
-
-
-# glibc's converters to try for each Python codec, best first. glibc 2.35+ follows GB 18030-2022, which maps 25
-# two-byte sequences to other characters than Python's codec (GB 18030-2005) does; its GBK converter agrees
-# with Python's GB 18030 on every two-byte sequence it accepts, and only takes a lone 0x80 (the euro sign).
-_GLIBC_CONVERTERS = {"gb18030": (b"GBK", b"GB18030"), "gbk": (b"GBK",), "gb2312": (b"GB2312",)}
-# A converter is used when the lead bytes of sequences it reads otherwise than Python's codec are this few: a
-# column that has one of them as a lead byte goes through Python's codec.
-_MAX_GUARDED_LEADS = 4
-_ICONV_FAILED = ctypes.c_size_t(-1).value
-_OPEN_FAILED = ctypes.c_void_p(-1).value
-
-
-class _Converter(NamedTuple):
-    """A glibc converter (its name) that reads two-byte sequences as Python's codec does, except those that
-    start with one of `guarded_leads`."""
-
-    name: bytes
-    guarded_leads: tuple[int, ...]
-
-
-def native(codec: str) -> bool:
-    """Whether `transcode` converts `codec` with glibc's iconv, which lets the GIL go."""
-    return codec in _GLIBC_CONVERTERS and _converter(codec) is not None
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    """glibc with iconv's functions typed; None elsewhere (musl, macOS, Windows), where Python's codec is used.
-
-    ctypes lets the GIL go for the length of each call."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        iconv_open, iconv, iconv_close = libc.iconv_open, libc.iconv, libc.iconv_close
-    except (OSError, AttributeError):
-        return None
-    iconv_open.restype, iconv_open.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
-    pointer, size = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)
-    iconv.restype, iconv.argtypes = ctypes.c_size_t, [ctypes.c_void_p, pointer, size, pointer, size]
-    iconv_close.restype, iconv_close.argtypes = ctypes.c_int, [ctypes.c_void_p]
-    return libc
-
-
-@contextlib.contextmanager
-def _descriptor(libc: ctypes.CDLL, name: bytes) -> Iterator[int]:
-    """An iconv descriptor from `name` to UTF-8 (one per conversion: a descriptor is not for two threads)."""
-    descriptor = libc.iconv_open(b"UTF-8", name)
-    if descriptor is None or descriptor == _OPEN_FAILED:
-        raise OSError(f"glibc has no converter from {name.decode()} to UTF-8")
-    try:
-        yield descriptor
-    finally:
-        libc.iconv_close(descriptor)
-
-
-def _convert(
-    libc: ctypes.CDLL, descriptor: int, source: int, length: int, target: int, capacity: int
-) -> tuple[int, int, bool]:
-    """One iconv call from address `source` to address `target`: (bytes read, bytes written, whether it
-    stopped early: at a sequence it rejects, at an incomplete one or for want of room)."""
-    source_pointer, source_left = ctypes.c_void_p(source), ctypes.c_size_t(length)
-    target_pointer, target_left = ctypes.c_void_p(target), ctypes.c_size_t(capacity)
-    result = libc.iconv(
-        descriptor,
-        ctypes.byref(source_pointer),
-        ctypes.byref(source_left),
-        ctypes.byref(target_pointer),
-        ctypes.byref(target_left),
-    )
-    return length - source_left.value, capacity - target_left.value, result == _ICONV_FAILED
-
-
-@functools.cache
-def _converter(codec: str) -> _Converter | None:
-    """The glibc converter for `codec` that reads every two-byte sequence as Python's codec does, or rejects it
-    at its first byte (the column then goes through Python's codec), apart from a few guarded lead bytes.
-
-    Checked once per process against Python's codec on every byte below 0x80 and every sequence of a byte >=
-    0x80 and one >= 0x40: all that `transcode` hands over (four-byte sequences are set aside before)."""
-    libc = _libc()
-    if libc is None or _two_byte_utf8_pairs(codec) is None:
-        return None
-    for name in _GLIBC_CONVERTERS.get(codec, ()):
-        try:
-            guarded = _guarded_leads(libc, name, codec)
-        except OSError:
-            continue
-        if guarded is not None and len(guarded) <= _MAX_GUARDED_LEADS:
-            return _Converter(name, guarded)
-    return None
-
-
-def _guarded_leads(libc: ctypes.CDLL, name: bytes, codec: str) -> tuple[int, ...] | None:
-    """The lead bytes of two-byte sequences that converter `name` reads otherwise than Python's codec does and
-    does not reject at their first byte; None when it reads ASCII otherwise."""
-    ascii_records = [bytes(range(0x0A)), bytes(range(0x0B, 0x80))]  # all but the line break, which splits
-    with _descriptor(libc, name) as descriptor:
-        if _iconv_records(libc, descriptor, ascii_records) != ascii_records:
-            return None
-        pairs = [bytes((lead, trail)) for lead in range(0x80, 0x100) for trail in range(_LOW_TRAIL[0], 0x100)]
-        converted = _iconv_records(libc, descriptor, pairs)
-    decoded = b"\n".join(pairs).decode(codec, errors="replace").split("\n")
-    if len(decoded) != len(pairs):
-        return None
-    guarded = set()
-    for pair, char, output in zip(pairs, decoded, converted, strict=True):
-        # Rejected at its first byte: `_native_utf8` hands the column to Python's codec. (No two-byte sequence
-        # decodes to U+FFFD, so a replacement character means that Python's codec rejects the sequence.)
-        if output is not None and (output != char.encode("utf-8") or "\ufffd" in char):
-            guarded.add(pair[0])
-    return tuple(sorted(guarded))
-
-
-def _iconv_records(libc: ctypes.CDLL, descriptor: int, records: list[bytes]) -> list[bytes | None]:
-    """Each record converted on its own (records hold no line break), None for one rejected at its first byte
-    and b"?" for one rejected after it (some of it was read as a character of its own)."""
-    source = b"\n".join(records) + b"\n"
-    buffer = ctypes.create_string_buffer(source, len(source))
-    target = ctypes.create_string_buffer(4 * len(source) + 16)
-    results: list[bytes | None] = []
-    start = 0
-    while start < len(source):
-        read, written, stopped = _convert(
-            libc,
-            descriptor,
-            ctypes.addressof(buffer) + start,
-            len(source) - start,
-            ctypes.addressof(target),
-            len(target),
-        )
-        done = source.count(b"\n", start, start + read)  # records converted whole
-        results += ctypes.string_at(target, written).split(b"\n")[:done]
-        if not stopped:
-            break
-        failed_at = start + read  # in the record after those
-        record_start = source.rfind(b"\n", 0, failed_at) + 1
-        results.append(None if failed_at == record_start else b"?")
-        start = source.index(b"\n", failed_at) + 1
-        libc.iconv(descriptor, None, None, None, None)  # back to the initial state
-    return results
-
-
-def _native_utf8(values: np.ndarray, codec: str, pairs: np.ndarray, paired_before, capacity: int) -> np.ndarray | None:
-    """The values (ASCII and two-byte sequences, as `pairs` marks them) converted by glibc's iconv, without the
-    GIL; None where there is no converter that agrees with Python's codec, where a guarded lead byte occurs,
-    or where iconv stops (bytes it rejects: Python's codec then says which, as it did before)."""
-    converter = _converter(codec)
-    libc = _libc()
-    if converter is None or libc is None or not values.flags.c_contiguous:
-        return None
-    for lead in converter.guarded_leads:
-        positions = np.flatnonzero(values == lead)
-        if len(positions) == 0:
-            continue
-        is_paired = (pairs[positions >> 6] >> (positions & 63).astype(np.uint64)) & _ONE
-        if (is_paired.astype(bool) & (paired_before(positions) % 2 == 0)).any():
-            return None
-    target = np.empty(capacity, dtype=np.uint8)
-    with _descriptor(libc, converter.name) as descriptor:
-        read, written, stopped = _convert(
-            libc, descriptor, values.ctypes.data, len(values), target.ctypes.data, capacity
-        )
-    if stopped or read != len(values):
-        return None
-    return target[:written]

@@ -105,6 +105,12 @@ _FIELD_SAFE_ENCODINGS = {"gb18030", "gbk", "gb2312"}
 def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadResult | None:
     """The common case without decoding the whole file in Python; None hands the file to `_read_csv`.
 
+    Measured gain (bench/RESULTS.md, issue 16): a 1 M-row GB 18030 batch (80 MB) in 1.0-1.1 s against 1.7-1.8 s
+    on the exact path; in the whole run at scale 10 the bronze stage is the same either way (41-42 s, within
+    noise: its CSV batches are small); at 1 M residents about 0.7 s per household-registration batch (three in
+    the demo; that whole run was not measured without it). It stays for the per-batch ingestion target (issue 2);
+    tests/test_readers_fast_path.py holds it to the exact path.
+
     The file is scanned once in small pieces (`_scan`), then Arrow's multithreaded CSV reader parses its
     bytes as they are. In GB 18030 only the columns that hold non-ASCII bytes are transcoded
     (`_utf8_column`); ASCII columns are already UTF-8. Anything unusual (undecodable bytes, a header that
@@ -160,8 +166,8 @@ _BLOCK_SIZE = 4 << 20
 
 def _string_view_columns(table: pa.Table, codec: str) -> list[pa.Array]:
     """The table's columns as `_string_view_column` makes them, side by side, the largest first: the GB 18030
-    columns take most of the time, and starting them last would leave a core idle at the end. glibc's iconv,
-    Arrow and numpy let the GIL go (Python's codec, where glibc cannot stand in, holds it)."""
+    columns take most of the time, and starting them last would leave a core idle at the end. Arrow and numpy
+    let the GIL go (Python's codec holds it)."""
     order = sorted(range(table.num_columns), key=lambda i: -table.column(i).nbytes)
     with ThreadPoolExecutor(max_workers=_COLUMN_THREADS) as pool:
         converted = dict(
@@ -170,17 +176,14 @@ def _string_view_columns(table: pa.Table, codec: str) -> list[pa.Array]:
     return [converted[i] for i in range(table.num_columns)]
 
 
-def _string_view_column(column: pa.ChunkedArray, codec: str, distinct_first: bool | None = None) -> pa.Array:
+def _string_view_column(column: pa.ChunkedArray, codec: str, distinct_first: bool = True) -> pa.Array:
     """A parsed column (empty fields as empty values) as one string_view array with empty fields null, which
     polars takes without a copy. One chunk: Arrow joins the ~1 MiB pieces faster than polars does, and a frame
     in one piece is quicker to work with.
 
-    Where Python's codec transcodes (no glibc converter, `gb18030.native`), a column whose values repeat
-    (addresses of a household, codes) is transcoded once per distinct value: Arrow's hashing costs less than
-    the decoding it saves, and lets the GIL go (`_repeated`). glibc's iconv transcodes a value faster than
-    Arrow hashes it, so there every value is transcoded. `distinct_first` overrides that choice (for tests)."""
-    if distinct_first is None:
-        distinct_first = not gb18030.native(codec)
+    A column whose values repeat (addresses of a household, codes) is transcoded once per distinct value:
+    Arrow's hashing costs less than the decoding it saves, and lets the GIL go (`_repeated`). `distinct_first`
+    False transcodes every value (for tests)."""
     array = column.combine_chunks()
     if codec == "utf-8" or _is_ascii(array):
         views = _ascii_as_string(array).cast(pa.string_view())

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ingestion import gb18030
 from ingestion.gb18030 import _two_byte_utf8_pairs, transcode
 from ingestion.readers import _string_view_column, _utf8_column
 
@@ -37,14 +36,7 @@ def _split(result: tuple[np.ndarray, np.ndarray]) -> list[str]:
 
 
 def _check(values: list[bytes], codec: str) -> list[str] | None:
-    """The transcoder's answer, checked against decoding each value alone; None when it stepped aside. glibc's
-    iconv (where it stands in) and Python's codec must give the same answer."""
-    native = _check_path(values, codec, native=True)
-    assert _check_path(values, codec, native=False) == native, "glibc's iconv and Python's codec differ"
-    return native
-
-
-def _check_path(values: list[bytes], codec: str, native: bool) -> list[str] | None:
+    """The transcoder's answer, checked against decoding each value alone; None when it stepped aside."""
     expected: list[str] | None
     try:
         expected = [v.decode(codec) for v in values]
@@ -52,7 +44,7 @@ def _check_path(values: list[bytes], codec: str, native: bool) -> list[str] | No
         expected = None
     data, offsets = _values_and_offsets(values)
     try:
-        result = transcode(data, offsets, codec, native=native)
+        result = transcode(data, offsets, codec)
     except UnicodeDecodeError:
         assert expected is None, "the transcoder rejected bytes that decode value by value"
         return None
@@ -172,46 +164,18 @@ def test_parsed_columns_become_views_as_python_decodes_them(
     assert result.to_pylist() == [t or None for t in texts]
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_glibc_converter_reads_every_two_byte_sequence_as_python(codec: str) -> None:
-    """The converter chosen for `codec` (checked in one pass per process) against each sequence on its own:
-    the same character as Python's codec, or rejected at its first byte (Python's codec then takes the column),
-    or a guarded lead byte (the column then goes through Python's codec unread by iconv)."""
-    converter = gb18030._converter(codec)
-    libc = gb18030._libc()
-    if converter is None or libc is None:
-        pytest.skip("no glibc converter agrees with Python's codec here: Python's codec does all the work")
-    with gb18030._descriptor(libc, converter.name) as descriptor:
-        for lead in range(0x80, 0x100):
-            for trail in range(0x40, 0x100):
-                pair = bytes((lead, trail))
-                (output,) = gb18030._iconv_records(libc, descriptor, [pair])
-                if output is None or lead in converter.guarded_leads:
-                    continue
-                assert output == pair.decode(codec).encode("utf-8"), pair
-
-
-def test_glibc_stands_in_for_gb18030_where_glibc_is() -> None:
-    """On glibc (this project's Linux images) GB 18030 columns are converted without the GIL; elsewhere the
-    check says so instead of failing."""
-    if gb18030._libc() is None:
-        pytest.skip("not glibc")
-    assert gb18030.native("gb18030")
-    assert not gb18030.native("utf-8")
-
-
 @pytest.mark.parametrize(
     ("values", "why"),
     [
-        ([b"\x80A", "张".encode("gb18030")], "0x80 is the euro sign to glibc's GBK, an error to Python's GB 18030"),
+        ([b"\x80A", "张".encode("gb18030")], "0x80 is the euro sign to some decoders, an error to Python's GB 18030"),
         ([b"\xb0\x80\x80A"], "0x80 as a trail, then as a lead"),
-        (["张\ue000".encode("gb18030"), b"a"], "a user-defined character, which glibc's GBK rejects"),
-        (["李\ue78d".encode("gb18030")], "A6D9, which glibc's GB 18030-2022 reads as U+FE10"),
+        (["张\ue000".encode("gb18030"), b"a"], "a user-defined character, which GBK decoders reject"),
+        (["李\ue78d".encode("gb18030")], "A6D9, which GB 18030-2022 decoders read as U+FE10"),
         ([b"\xa1\xa4", b"\xa8\xbc", b"\xfe\x51"], "sequences whose characters differ between 2005 and 2022"),
         ([b"\xb0\xff"], "a trail byte no codec accepts"),
     ],
 )
-def test_sequences_glibc_reads_otherwise_go_through_python(values: list[bytes], why: str) -> None:
+def test_sequences_that_decoders_read_differently_follow_python(values: list[bytes], why: str) -> None:
     _check(values, "gb18030")
     try:
         expected = [v.decode("gb18030") for v in values]
@@ -233,29 +197,7 @@ def test_sequences_glibc_reads_otherwise_go_through_python(values: list[bytes], 
     ),
     noise=st.lists(st.sampled_from([b"\x80", b"\xa6\xd9", b"\xfe\x51", b"\xa8\xbc", b"\xaa\xa1"]), max_size=3),
 )
-def test_native_and_python_paths_agree(texts: list[bytes], noise: list[bytes]) -> None:
-    """Text with the sequences where glibc and Python part ways, in any position."""
+def test_sequences_that_decoders_read_differently_anywhere(texts: list[bytes], noise: list[bytes]) -> None:
+    """Text with the sequences where GB 18030 decoders part ways (2005 and 2022, GBK), in any position."""
     _check(texts + noise, "gb18030")
     _check(noise + texts, "gb18030")
-
-
-@pytest.mark.parametrize(
-    ("data", "native"),
-    [
-        (b"\xb0\xa1\x80\x41", False),  # 0x80 as a lead byte: glibc's GBK would read a euro sign and an `A`
-        (b"\x80\xb0\xa1\xa1", False),
-        (b"\xb0\x80\xb0\xa1a", True),  # 0x80 as a trail byte: both read the same character
-    ],
-)
-def test_a_guarded_lead_byte_keeps_the_column_from_iconv(data: bytes, native: bool) -> None:
-    """Room enough for any output, so that only the guard can refuse."""
-    converter = gb18030._converter("gb18030")
-    if converter is None or 0x80 not in converter.guarded_leads:
-        pytest.skip("glibc's GBK converter is not the one in use here")
-    values = np.frombuffer(data, dtype=np.uint8)
-    pairs, strange = gb18030._pair_bytes(values)
-    assert len(strange) == 0
-    result = gb18030._native_utf8(values, "gb18030", pairs, gb18030._counter(pairs), 4 * len(data))
-    assert (result is not None) == native
-    if result is not None:
-        assert result.tobytes() == data.decode("gb18030").encode("utf-8")
