@@ -78,7 +78,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.streaming
 	$(BIN)/python -m bench.sharing
 	$(BIN)/python -m bench.video
-	$(BIN)/python -m bench.pipeline --scales 10 --repeat 2
+	$(BIN)/python -m bench.pipeline --scales 10 50 --repeat 2
+	$(BIN)/python -m bench.fast_paths --repeat 2
 	$(BIN)/python -m bench.superset
 
 stream-demo: $(STAMP)

@@ -16,7 +16,7 @@ Scales: the demo generator's `--scale` (1.0 = 20,000 residents): 10 (200,000) an
 full run within 6 x the bare load at scale 10; bronze + silver within 2.5 x; nothing new under 10 s; at 1 M
 residents the full run under 5 minutes with peak memory under 4 GB.
 
-Run: `python -m bench.pipeline [--scales 10 50] [--repeat 2]` (make bench runs `--scales 10 --repeat 2`);
+Run: `python -m bench.pipeline [--scales 10 50] [--repeat 2]` (make bench runs `--scales 10 50 --repeat 2`);
 figures in bench/out/pipeline.json; copy them into bench/RESULTS.md.
 """
 
