@@ -98,13 +98,21 @@ def current_rows(
         duckdb.connect(config={**config, "temp_directory": spill}) as connection,
     ):
         files = _batch_files(bronze, order) if warehouse.is_local else None
+        if files is not None and files.num_rows == 0:  # only batches without rows (a confirmed empty snapshot)
+            yield pa.RecordBatchReader.from_batches(schema, iter(())), written
+            return
+        listed = ", ".join(_literal(uri) for uri in files["uri"].to_pylist()) if files is not None else ""
+        if files is not None and not _has_columns(connection, listed, contract):
+            files = None  # files written before the contract gained a column: the Arrow dataset fills it with nulls
         if files is not None:
             # DuckDB's own Parquet reader (faster, and within its memory limit); the batch id is a partition
             # value, kept in the Delta log (a file may or may not repeat it), so each file is joined to its batch
             connection.register("batch_order", files)
-            listed = ", ".join(_literal(uri) for uri in files["uri"].to_pylist()) or "''"
-            files_read = f"select columns(lambda c: c != '_batch_id') from read_parquet([{listed}], filename = true)"
-            delivered = f"read_parquet([{listed}])"
+            delivered = f"read_parquet([{listed}], union_by_name = true)"
+            files_read = (
+                "select columns(lambda c: c != '_batch_id') "
+                f"from read_parquet([{listed}], filename = true, union_by_name = true)"
+            )
             query = (
                 f"select * exclude (filename, uri, _ord) from ({files_read}) b "
                 f"join batch_order o on b.filename = o.uri {latest}"
@@ -155,6 +163,12 @@ def _with_pseudonyms(
     if not texts:
         return query
     return f"select l.*, {', '.join(keys)} from ({query}) l {' '.join(joins)}"
+
+
+def _has_columns(connection: duckdb.DuckDBPyConnection, listed: str, contract: Contract) -> bool:
+    """Whether the files (their footers, read together) hold every delivered column of the contract."""
+    described = connection.sql(f"describe select * from read_parquet([{listed}], union_by_name = true)").fetchall()
+    return set(contract.column_names) <= {row[0] for row in described}
 
 
 def _batch_files(bronze: DeltaTable, order: dict[str, int]) -> pa.Table | None:
@@ -271,7 +285,7 @@ def silver_key_counts(warehouse: Warehouse, contract: Contract) -> tuple[int, in
     columns = ", ".join(_quoted(name) for name in _silver_key(contract))
     files = warehouse.parquet_files(table)
     with duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT}) as connection:
-        if files is None:
+        if not files:  # not readable file by file, or no rows at all
             connection.register("silver_dataset", warehouse.table(table).to_pyarrow_dataset())
         source = f"read_parquet([{', '.join(_literal(f) for f in files)}])" if files else "silver_dataset"
         [(rows, duplicates)] = connection.sql(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
 from ingestion.bronze import ingest_batch
 from ingestion.contract import get_contract
@@ -169,3 +170,40 @@ def test_the_key_check_counts_rows_that_share_a_key(landing, warehouse, pseudony
     assert silver_key_counts(warehouse, FUND) == (7, 4)
     monkeypatch.setattr(type(warehouse), "parquet_files", lambda self, table: None)
     assert silver_key_counts(warehouse, FUND) == (7, 4)
+
+
+def test_a_confirmed_empty_snapshot_empties_silver(landing, warehouse, pseudonymiser):
+    """A snapshot without rows (its shrink confirmed by the sender) leaves bronze without a file for it: silver
+    becomes empty, and its key check counts nothing."""
+    from ingestion.silver import silver_key_counts
+
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(3)])
+    land(landing, warehouse)
+    apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
+    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", [], manifest_overrides={"confirm_shrink": True})
+    assert land(landing, warehouse)[-1].status == "loaded"
+    outcome = apply_silver(HOUSEHOLDS, warehouse, pseudonymiser)
+    assert (outcome.action, outcome.rows) == ("replaced", 0)
+    assert silver(warehouse, HOUSEHOLDS).height == 0
+    assert silver_key_counts(warehouse, HOUSEHOLDS) == (0, 0)
+
+
+def test_files_without_a_column_of_the_contract_go_through_the_arrow_dataset(tmp_path):
+    """Bronze files written before the contract gained a column lack it. Beside newer files DuckDB's reader fills
+    it with nulls (`union_by_name`); when every file lacks it the table is read through deltalake's dataset,
+    which does the same from the Delta schema."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from ingestion.silver import _has_columns
+
+    full = {name: ["x"] for name in FUND.column_names}
+    pq.write_table(pa.table(full), tmp_path / "new.parquet")
+    pq.write_table(pa.table({k: v for k, v in full.items() if k != "status"}), tmp_path / "old.parquet")
+    with duckdb.connect() as connection:
+        assert _has_columns(connection, f"'{tmp_path / 'new.parquet'}'", FUND)
+        both = f"'{tmp_path / 'new.parquet'}', '{tmp_path / 'old.parquet'}'"
+        assert _has_columns(connection, both, FUND)
+        statuses = connection.sql(f"select status from read_parquet([{both}], union_by_name = true)").fetchall()
+        assert sorted(statuses, key=str) == [("x",), (None,)]
+        assert not _has_columns(connection, f"'{tmp_path / 'old.parquet'}'", FUND)
