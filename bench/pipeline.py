@@ -40,10 +40,11 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
+from demo_data.world import RESIDENTS_PER_SCALE
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pipeline.json"
 WORK = Path(os.environ.get("YIWANG_BENCH_DIR", "/tmp/yiwang-bench-pipeline"))
-RESIDENTS_PER_SCALE = 20_000
 STAGES = ("bronze", "quality", "silver", "dbt", "gold", "crosscheck", "other")
 
 

@@ -22,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from ingestion.bronze import bronze_table
 from ingestion.contract import Contract
+from ingestion.duckdb_sql import literal, quoted
 from ingestion.ledger import latest_decisions, read_ledger
 from ingestion.pseudonym import Pseudonymiser
 from ingestion.warehouse import Warehouse
@@ -62,14 +63,6 @@ STREAM_ROWS = 200_000
 DUCKDB_MEMORY_LIMIT = "1GB"
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @contextmanager
 def current_rows(
     warehouse: Warehouse, contract: Contract, order: dict[str, int], pseudonymiser: Pseudonymiser
@@ -86,7 +79,7 @@ def current_rows(
     if not order or not warehouse.exists(bronze_table(contract)):
         yield pa.RecordBatchReader.from_batches(schema, iter(())), written
         return
-    keys = ", ".join(_quoted(k) for k in contract.primary_key)
+    keys = ", ".join(quoted(k) for k in contract.primary_key)
     latest = (
         f"qualify row_number() over (partition by {keys} "
         "order by o._ord desc, b._source_file desc, b._row_number desc) = 1"
@@ -101,7 +94,7 @@ def current_rows(
         if files is not None and files.num_rows == 0:  # only batches without rows (a confirmed empty snapshot)
             yield pa.RecordBatchReader.from_batches(schema, iter(())), written
             return
-        listed = ", ".join(_literal(uri) for uri in files["uri"].to_pylist()) if files is not None else ""
+        listed = ", ".join(literal(uri) for uri in files["uri"].to_pylist()) if files is not None else ""
         if files is not None and not _has_columns(connection, listed, contract):
             files = None  # files written before the contract gained a column: the Arrow dataset fills it with nulls
         if files is not None:
@@ -120,7 +113,7 @@ def current_rows(
         else:  # an object store or a table DuckDB cannot read file by file: through deltalake's Arrow dataset
             connection.register("bronze", bronze.to_pyarrow_dataset())
             connection.register("batch_order", pa.table({"_batch_id": list(order), "_ord": list(order.values())}))
-            listed = ", ".join(_literal(batch) for batch in order)
+            listed = ", ".join(literal(batch) for batch in order)
             delivered = f"(select * from bronze where _batch_id in ({listed}))"
             query = (
                 "select b.* from bronze b join batch_order o using (_batch_id) "
@@ -152,14 +145,14 @@ def _with_pseudonyms(
     texts = [c for c in contract.sensitive_columns if pa.types.is_string(c.arrow_type)]
     joins, keys = [], []
     for index, column in enumerate(texts):
-        name, table = _quoted(column.name), f"pseudonyms_{index}"
+        name, table = quoted(column.name), f"pseudonyms_{index}"
         connection.execute(
             f"create temporary table {table} as select value, {pseudonymiser.sql('value')} as pseudonym "
             f"from (select distinct {name} as value from {delivered} where {name} is not null)",
             pseudonymiser.sql_parameters(),
         )
         joins.append(f"left join {table} on l.{name} = {table}.value")
-        keys.append(f"{table}.pseudonym as {_quoted(column.name + '_key')}")
+        keys.append(f"{table}.pseudonym as {quoted(column.name + '_key')}")
     if not texts:
         return query
     return f"select l.*, {', '.join(keys)} from ({query}) l {' '.join(joins)}"
@@ -282,12 +275,12 @@ def silver_key_counts(warehouse: Warehouse, contract: Contract) -> tuple[int, in
     streamed, within DuckDB's memory limit. Reading them whole into polars held 5.0 GB at 1 M residents
     (renshe.social_insurance, 11.7 M rows); this, 1.0 GB and 2.5 s (bench/RESULTS.md, issue 16)."""
     table = silver_table(contract)
-    columns = ", ".join(_quoted(name) for name in _silver_key(contract))
+    columns = ", ".join(quoted(name) for name in _silver_key(contract))
     files = warehouse.parquet_files(table)
     with duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT}) as connection:
         if not files:  # not readable file by file, or no rows at all
             connection.register("silver_dataset", warehouse.table(table).to_pyarrow_dataset())
-        source = f"read_parquet([{', '.join(_literal(f) for f in files)}])" if files else "silver_dataset"
+        source = f"read_parquet([{', '.join(literal(f) for f in files)}])" if files else "silver_dataset"
         [(rows, duplicates)] = connection.sql(
             "select coalesce(sum(n), 0), coalesce(sum(n) filter (where n > 1), 0) "
             f"from (select count(*) as n from {source} group by {columns})"

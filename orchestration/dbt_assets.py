@@ -294,7 +294,7 @@ def keep_partial_parse(invocation_target: Path, project: DbtProject) -> None:
 
     dbt re-parses the whole project when the profile differs from the one its `partial_parse.msgpack` was written
     with, and the profile's DuckDB path is part of that (dbt hashes the connection's values): a run on another home
-    re-parsed in every one of its five invocations, about 3 s each at scale 10 on 2 cores. dagster-dbt copies
+    re-parsed in every one of its invocations, about 3 s each at scale 10 on 2 cores. dagster-dbt copies
     `target/partial_parse.msgpack` into each invocation's own target folder; putting the first invocation's fresh
     file back there lets the run's other invocations, and the next run on the same home, parse only what changed.
     """

@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 from deltalake import DeltaTable
 
+from ingestion.duckdb_sql import literal, quoted
 from ingestion.warehouse import Warehouse
 
 # The meta keys of a staged source (written by orchestration/dbt_codegen.py and models/sources/_gold_sources.yml).
@@ -52,14 +53,6 @@ def staged_sources(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return sorted(sources, key=lambda s: (s["schema"], s["identifier"]))
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _declared_columns(source: Mapping[str, Any]) -> dict[str, str]:
     meta = source.get("meta") or {}
     for key in META_COLUMNS:
@@ -74,7 +67,7 @@ def _declared_columns(source: Mapping[str, Any]) -> dict[str, str]:
 def _empty_select(columns: Mapping[str, str]) -> str:
     return (
         "select "
-        + ", ".join(f"cast(null as {kind}) as {_quoted(name)}" for name, kind in columns.items())
+        + ", ".join(f"cast(null as {kind}) as {quoted(name)}" for name, kind in columns.items())
         + (" limit 0")
     )
 
@@ -85,9 +78,9 @@ def stage_sources(manifest: Mapping[str, Any], duckdb_path: Path, warehouse: War
     sources = staged_sources(manifest)
     with duckdb.connect(str(duckdb_path)) as connection:
         for schema in sorted({s["schema"] for s in sources}):
-            connection.execute(f"create schema if not exists {_quoted(schema)}")
+            connection.execute(f"create schema if not exists {quoted(schema)}")
         for source in sources:
-            relation = f"{_quoted(source['schema'])}.{_quoted(source['identifier'])}"
+            relation = f"{quoted(source['schema'])}.{quoted(source['identifier'])}"
             name = f"{source['schema']}.{source['identifier']}"
             path = str(source["meta"][META_TABLE])
             connection.execute(f"drop view if exists {relation}")
@@ -96,19 +89,19 @@ def stage_sources(manifest: Mapping[str, Any], duckdb_path: Path, warehouse: War
                 connection.execute(f"create view {relation} as {_empty_select(_declared_columns(source))}")
                 report.missing.append(name)
                 continue
-            table = warehouse.table(path)
             files = warehouse.parquet_files(path)
             if files:
-                listed = ", ".join(_literal(f) for f in files)
+                listed = ", ".join(literal(f) for f in files)
                 connection.execute(
                     f"create view {relation} as select * from read_parquet([{listed}], union_by_name = true)"
                 )
                 report.views.append(name)
             elif files == []:  # a table with no rows has no files
-                connection.execute(f"create view {relation} as {_empty_select(_table_columns(connection, table))}")
+                columns = _table_columns(connection, warehouse.table(path))
+                connection.execute(f"create view {relation} as {_empty_select(columns)}")
                 report.views.append(name)
             else:
-                connection.register("delta_source", table.to_pyarrow_dataset())
+                connection.register("delta_source", warehouse.table(path).to_pyarrow_dataset())
                 connection.execute(f"create table {relation} as select * from delta_source")
                 connection.unregister("delta_source")
                 report.copies.append(name)
