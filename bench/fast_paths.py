@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from bench.pipeline import OUT, WORK, generate
 
@@ -59,10 +61,9 @@ def bronze_stage(landing: Path, home: Path, as_of: str) -> dict[str, Any]:
     from dagster import DagsterInstance
 
     from ingestion.settings import Settings
-    from orchestration.dbt_assets import exported
     from orchestration.definitions import PLATFORM_JOB, build_definitions
 
-    with exported({"YIWANG_HOME": str(home)}):
+    with patch.dict(os.environ, {"YIWANG_HOME": str(home)}):
         settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))
         defs = build_definitions(settings)
         keys = [key for key in defs.resolve_asset_graph().get_all_asset_keys() if key.path[0] == "bronze"]

@@ -32,6 +32,7 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import psutil
 import pyarrow as pa
@@ -160,11 +161,10 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
     from ingestion.settings import Settings
     from ingestion.warehouse import Warehouse
     from orchestration.cli import _plan, _run_settings
-    from orchestration.dbt_assets import exported
     from orchestration.definitions import PLATFORM_JOB, build_definitions
     from orchestration.incremental import incremental_keys, record_state
 
-    with exported({"YIWANG_HOME": str(home)}):
+    with patch.dict(os.environ, {"YIWANG_HOME": str(home)}):
         settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))
         started = time.perf_counter()
         plan = _plan(settings, full)

@@ -84,6 +84,8 @@ TAG_EVALUATION_PREFIX = "evaluation."
 # Which held-out and shifted sets the figures were measured on (params of `register`, kept as tags).
 TAG_HELDOUT_FINGERPRINT = "heldout_fingerprint"
 TAG_SHIFTED_FINGERPRINT = "shifted_fingerprint"
+# The version a run was trained further from (`yiwang ml train --start-from`), kept as a tag: a version's lineage.
+TAG_STARTED_FROM = "started_from_version"
 
 ALGORITHMS_SCHEMA = pa.schema(
     [
@@ -522,7 +524,7 @@ class ModelRegistry:
                     self.client.set_model_version_tag(name, number, key, _figure_text(figures[key]))
             if per_class:
                 self.client.set_model_version_tag(name, number, TAG_PER_CLASS, _per_class_text(per_class))
-            for key in (TAG_HELDOUT_FINGERPRINT, TAG_SHIFTED_FINGERPRINT):
+            for key in (TAG_HELDOUT_FINGERPRINT, TAG_SHIFTED_FINGERPRINT, TAG_STARTED_FROM):
                 if sets and sets.get(key):
                     self.client.set_model_version_tag(name, number, key, sets[key])
             self.client.set_model_version_tag(name, number, TAG_EVALUATED_AT, now)
@@ -682,7 +684,7 @@ def _version_tags(
     epochs = _integer(params.get(TAG_EPOCHS))
     if epochs is not None:
         tags[TAG_EPOCHS] = str(epochs)
-    for key in (TAG_HELDOUT_FINGERPRINT, TAG_SHIFTED_FINGERPRINT):
+    for key in (TAG_HELDOUT_FINGERPRINT, TAG_SHIFTED_FINGERPRINT, TAG_STARTED_FROM):
         if params.get(key):
             tags[key] = str(params[key])
     return tags

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ml.algorithms import get_algorithm
 from ml.data import Augment, CocoDetectionDataset, collate, dataset_fingerprint, resolve_coco
-from ml.models import ModelInfo, build_model, resolve_device, save_model
+from ml.models import ANCHOR_SCALES, WEIGHTS_FILE, ModelInfo, build_model, read_info, resolve_device, save_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -97,6 +97,7 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     resume: bool = True,
     checkpoint_every: int = 1,
+    init_from: Path | str | None = None,
 ) -> TrainResult:
     """Train a fresh model for ``algorithm`` on a COCO data set (folder or annotations file); save it in out_dir.
 
@@ -104,6 +105,10 @@ def train(
     into ``model.json``, with the settings of the run). After every ``checkpoint_every`` epochs the full training
     state goes to ``out_dir/checkpoint.pt``; with ``resume`` a run with the same settings continues from there
     (on a shared machine a long run can be killed), and the finished run removes it. Seconds count this process.
+
+    ``init_from`` (a saved model of the same algorithm) starts from its weights instead of random ones: a version
+    trained further on new frames. Its width and anchors win over ``width_mult``; the epochs and losses it was
+    trained with are carried into ``model.json`` (``trained_from``), so a version says how it came to be.
     """
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -128,7 +133,13 @@ def train(
         pin_memory=target.type == "cuda",
         drop_last=len(data) > batch_size,
     )
-    model = build_model(algo, width_mult=width_mult).to(target)
+    start = _warm_start(algo.name, algo.class_names, algo.input_size, init_from)
+    if start is not None:
+        width_mult = start.width_mult
+    model = build_model(algo, width_mult=width_mult, anchor_scales=start.anchor_scales if start else ANCHOR_SCALES)
+    if start is not None:
+        model.load_state_dict(torch.load(Path(init_from) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    model = model.to(target)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     model.train()
@@ -150,6 +161,7 @@ def train(
         "lr": lr,
         "seed": seed,
         "width_mult": width_mult,
+        "init_from": str(init_from) if init_from else None,
     }
     first_epoch = 0
     if resume and checkpoint.is_file():
@@ -222,6 +234,7 @@ def train(
         classes=algo.class_names,
         input_size=algo.input_size,
         width_mult=width_mult,
+        anchor_scales=list(start.anchor_scales) if start else list(ANCHOR_SCALES),
         extra={
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_fingerprint": fingerprint,
@@ -236,6 +249,7 @@ def train(
             "cpu_seconds": round(cpu_seconds, 1),
             "losses": [round(v, 4) for v in epoch_losses],
             "torch": torch.__version__,
+            **({"trained_from": _lineage(start)} if start else {}),
         },
     )
     weights = save_model(model, info, Path(out_dir))
@@ -245,6 +259,35 @@ def train(
     )
 
 
+def _warm_start(algorithm: str, classes: list[str], input_size: int, init_from: Path | str | None) -> ModelInfo | None:
+    """The info of the model a run starts from, or None; a model of another algorithm, classes or size is refused."""
+    if init_from is None:
+        return None
+    folder = Path(init_from)
+    folder = folder if folder.is_dir() else folder.parent
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ValueError(f"{folder}: no {WEIGHTS_FILE} to start from")
+    start = read_info(folder)
+    if start.algorithm != algorithm or start.classes != classes or start.input_size != input_size:
+        raise ValueError(
+            f"{folder} is a {start.algorithm} model with classes {start.classes} at {start.input_size} px: "
+            f"it cannot start a {algorithm} model with classes {classes} at {input_size} px"
+        )
+    return start
+
+
+def _lineage(start: ModelInfo) -> dict[str, Any]:
+    """What the starting model was trained with (its own lineage included): epochs add up over a chain."""
+    extra = start.extra
+    earlier = extra.get("trained_from") or {}
+    return {
+        "data_fingerprint": extra.get("data_fingerprint"),
+        "epochs": int(extra.get("epochs", 0)) + int(earlier.get("epochs", 0)),
+        "images": extra.get("images"),
+        "trained_at": extra.get("trained_at"),
+    }
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The recipe behind `yiwang ml train`
 # --------------------------------------------------------------------------------------------------------------------
@@ -252,7 +295,7 @@ def train(
 
 @dataclass(frozen=True)
 class Recipe:
-    """Data set sizes and training settings that reach mAP@0.5 >= 0.8 on two CPU cores in about 20 minutes."""
+    """Data set sizes and training settings of ``yiwang ml train`` (what they reach: bench/RESULTS.md, video)."""
 
     train_images: int = 3000
     eval_images: int = 300

@@ -396,14 +396,13 @@ def dbt_stage(
 
     from ingestion.settings import Settings
     from orchestration.cli_output import existing_warehouse
-    from orchestration.dbt_assets import dbt_environment, dbt_project, ensure_manifest, exported
+    from orchestration.dbt_assets import dbt_project, ensure_manifest
     from orchestration.dbt_sources import stage_sources
 
     settings = Settings.from_env().with_overrides(warehouse=warehouse)
     store = existing_warehouse(settings.warehouse)
     settings.export()
-    with exported(dbt_environment()):
-        manifest = json.loads(ensure_manifest(dbt_project()).read_text(encoding="utf-8"))
+    manifest = json.loads(ensure_manifest(dbt_project()).read_text(encoding="utf-8"))
     staged = stage_sources(manifest, settings.duckdb_path, store)
     console.print(
         f"staged {len(staged.views)} views over Delta files, {len(staged.copies)} copies, "

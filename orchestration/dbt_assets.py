@@ -18,19 +18,16 @@ What the merge in orchestration/definitions.py needs:
   op logs which are missing.
 
 Environment: YIWANG_WAREHOUSE (default `<repo>/.yiwang/warehouse`), YIWANG_DUCKDB (default
-`<repo>/.yiwang/yiwang.duckdb`). Both are made absolute before dbt sees them: dbt runs in dbt_project/.
+`<repo>/.yiwang/yiwang.duckdb`). dbt gets the DuckDB file, made absolute, as a var (`--vars`, `dbt_vars()`):
+nothing changes the environment of this process, and the dbt resource is dagster-dbt's plain `DbtCliResource`.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real type of the op's `context` parameter.
-import fcntl
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ import polars as pl
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from filelock import FileLock
 
 from ingestion.replace import replace_table
 from ingestion.settings import warehouse_root
@@ -52,6 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DEFAULT_DUCKDB = REPO_ROOT / ".yiwang" / "yiwang.duckdb"
 DBT_RESOURCE_KEY = "dbt"
+DUCKDB_PATH_VAR = "duckdb_path"  # the dbt var profiles.yml reads the DuckDB file from
 
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # dbt's file log (dbt.log in each invocation's target folder): at dbt's default, debug, 9.4 MB per invocation at
@@ -75,28 +74,20 @@ def duckdb_path() -> Path:
     return path
 
 
-def dbt_environment() -> dict[str, str]:
-    """The variables the dbt profile reads, absolute (dbt reads no warehouse path: the sources are staged)."""
-    return {"YIWANG_DUCKDB": str(duckdb_path()), "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR)}
+def dbt_vars(path: Path | None = None) -> list[str]:
+    """The `--vars` of every dbt command: the DuckDB file (profiles.yml reads `var('duckdb_path')`), absolute
+    because dbt runs in dbt_project/. The warehouse is no var: the sources are staged views (dbt_sources.py)."""
+    return ["--vars", json.dumps({DUCKDB_PATH_VAR: str(path or duckdb_path())})]
 
 
-@contextmanager
-def exported(variables: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block.
+def dbt_resource(project: DbtProject | None = None) -> DbtCliResource:
+    # The dbt beside this Python: a virtual environment that is not activated is not on PATH.
+    return DbtCliResource(project_dir=project or dbt_project(), dbt_executable=_dbt_executable())
 
-    DbtCliResource starts dbt with a copy of os.environ and takes no env argument, so this is how
-    the absolute paths reach the dbt process; the previous values come back afterwards.
-    """
-    previous = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+
+def _dbt_executable() -> str:
+    beside_python = Path(sys.executable).with_name("dbt")
+    return str(beside_python) if beside_python.exists() else shutil.which("dbt") or "dbt"
 
 
 # --- the manifest -------------------------------------------------------------------------------
@@ -120,48 +111,21 @@ def manifest_is_current(project: DbtProject) -> bool:
     return path.exists() and path.stat().st_mtime >= _newest_input_mtime(project.project_dir)
 
 
-def _dbt_executable() -> str:
-    beside_python = Path(sys.executable).with_name("dbt")
-    return str(beside_python) if beside_python.exists() else shutil.which("dbt") or "dbt"
-
-
-def parse_dbt_project(project: DbtProject) -> float:
-    """Run `dbt parse`; returns the seconds it took (about 6 s cold on 2 cores)."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [_dbt_executable(), "parse", "--quiet", "--target-path", str(project.target_path)],
-        cwd=project.project_dir,
-        env={**os.environ, **dbt_environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"dbt parse failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return time.monotonic() - started
-
-
-@contextmanager
-def _parse_lock(project: DbtProject) -> Iterator[None]:
-    """Serialise parses: `dagster dev` loads the definitions in several processes at once."""
-    lock_path = project.project_dir / project.target_path / ".parse.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_manifest(project: DbtProject | None = None) -> Path:
-    """A current manifest.json: re-parse only when it is missing or older than the project files."""
+    """A current manifest.json: `dbt parse` only when it is missing or older than the project files.
+
+    dagster-dbt's own preparer parses only under `dagster dev` (`DbtProject.prepare_if_dev`); every `yiwang`
+    command and test loads the definitions in a fresh process, where a parse costs 3-6 s and this check a few
+    milliseconds. The file lock serialises the parse: `dagster dev` loads the definitions in several processes.
+    """
     project = project or dbt_project()
     if manifest_is_current(project):
         return project.manifest_path
-    with _parse_lock(project):
+    lock = project.project_dir / project.target_path / ".parse.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):
         if not manifest_is_current(project):
-            parse_dbt_project(project)
+            dbt_resource(project).cli(["parse", "--quiet", *dbt_vars()], target_path=project.target_path).wait()
     return project.manifest_path
 
 
@@ -257,28 +221,26 @@ def make_dbt_assets(
         exclude=exclude,
     )
     def _dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        environment = dbt_environment()
         staged = stage_sources(manifest, duckdb_path(), Warehouse.at(warehouse_root()))
         context.log.info(f"sources staged: {len(staged.views)} views over Delta files, {len(staged.copies)} copies")
         if staged.missing:
             context.log.warning(f"tables not there yet, staged as empty: {', '.join(staged.missing)}")
-        with exported(environment):
-            # starts the dbt process with this env; a failing dbt test is a failed asset check (bad data),
-            # not a failed run: only a model, seed or snapshot that cannot be built fails the step
-            # `buildable`: a test runs in the step that builds the last of its parents. dbt's default (eager) also
-            # ran a seed's relationship tests in the seeds' own step, before the marts they test existed: false
-            # "errors" on every first run.
-            invocation = dbt.cli(
-                ["build", "--indirect-selection", "buildable", "--log-level-file", DBT_FILE_LOG_LEVEL],
-                context=context,
-                raise_on_error=False,
-            )
-            # Row counts (tables: marts, seeds) on each model's materialisation, read through dbt's adapter in this
-            # process; dagster-dbt waits for the dbt process to end before it reads a DuckDB file (dbt holds its
-            # write lock), so the events come at the end of the step. Column schemas come from the manifest's
-            # declared columns (the asset's definition metadata): reading them from the database as well
-            # (`fetch_column_metadata`) cost about 2 s per invocation at scale 10 (bench/RESULTS.md, issue 16).
-            yield from invocation.stream().fetch_row_counts()
+        # A failing dbt test is a failed asset check (bad data), not a failed run: only a model, seed or snapshot
+        # that cannot be built fails the step.
+        # `buildable`: a test runs in the step that builds the last of its parents. dbt's default (eager) also
+        # ran a seed's relationship tests in the seeds' own step, before the marts they test existed: false
+        # "errors" on every first run.
+        invocation = dbt.cli(
+            ["build", "--indirect-selection", "buildable", "--log-level-file", DBT_FILE_LOG_LEVEL, *dbt_vars()],
+            context=context,
+            raise_on_error=False,
+        )
+        # Row counts (tables: marts, seeds) on each model's materialisation, read through dbt's adapter in this
+        # process; dagster-dbt waits for the dbt process to end before it reads a DuckDB file (dbt holds its
+        # write lock), so the events come at the end of the step. Column schemas come from the manifest's
+        # declared columns (the asset's definition metadata): reading them from the database as well
+        # (`fetch_column_metadata`) cost about 2 s per invocation at scale 10 (bench/RESULTS.md, issue 16).
+        yield from invocation.stream().fetch_row_counts()
         release_adapter(invocation)
         keep_partial_parse(invocation.target_path, project)
         prune_invocations(project)
@@ -392,11 +354,6 @@ def make_gold_export(table: str, node: Mapping[str, Any]) -> AssetsDefinition:
         )
 
     return _export
-
-
-def dbt_resource(project: DbtProject | None = None) -> DbtCliResource:
-    # The dbt beside this Python: a virtual environment that is not activated is not on PATH.
-    return DbtCliResource(project_dir=project or dbt_project(), dbt_executable=_dbt_executable())
 
 
 def build_dbt_definitions() -> tuple[list[AssetsDefinition], dict[str, DbtCliResource]]:

@@ -65,16 +65,12 @@ def _log_path(home: Path) -> Path:
 
 def build_dbt_docs(settings, target: Path, log_path: Path) -> Path:
     """`dbt docs generate --static` into `target`, with the profile's variables from the settings; the page."""
-    from orchestration.dbt_assets import DBT_PROJECT_DIR, _dbt_executable, dbt_environment
+    from orchestration.dbt_assets import DBT_PROJECT_DIR, _dbt_executable, dbt_vars
 
-    environment = {
-        **os.environ,
-        **dbt_environment(),
-        "YIWANG_DUCKDB": str(Path(settings.duckdb_path).resolve()),  # the settings' file, as a run uses it
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    command = [_dbt_executable(), "docs", "generate", "--static", "--target-path", str(target)]
-    if not Path(environment["YIWANG_DUCKDB"]).is_file():
+    environment = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    database = Path(settings.duckdb_path).resolve()  # the settings' file, as a run uses it
+    command = [_dbt_executable(), "docs", "generate", "--static", "--target-path", str(target), *dbt_vars(database)]
+    if not database.is_file():
         command.append("--empty-catalog")  # nothing built yet: the docs of the project, without column types
     target.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:

@@ -14,6 +14,8 @@ always as one red line. MLflow's logs go to `<home>/logs/ml.log`; times are show
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -197,6 +199,11 @@ def train_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda."),
     no_promote: bool = typer.Option(False, "--no-promote", help="Register only; leave production as it is."),
+    start_from: str | None = typer.Option(
+        None,
+        "--start-from",
+        help="Train further from a registered version (a number, or production) instead of from random weights.",
+    ),
 ) -> None:
     """Train a detector, measure it, register it as a new version; promote it when it is not worse."""
     _algorithm(algorithm)
@@ -213,7 +220,7 @@ def train_command(
     settings = _settings()
     registry = _registry(settings)
     runs = _runs_dir(settings, algorithm)
-    with _refusals():
+    with _refusals(), _starting_weights(registry, algorithm, start_from) as initial:
         result, heldout, shifted, sets = _train_and_measure(
             algorithm,
             runs,
@@ -223,6 +230,7 @@ def train_command(
             eval_images=eval_images or recipe.eval_images,
             device=device,
             settings=settings,
+            init_from=initial,
         )
         metrics = {"map_50": heldout.map_50, "map_50_95": heldout.map_50_95, "training_seconds": result.seconds}
         if shifted is not None:
@@ -233,6 +241,7 @@ def train_command(
             "seed": seed,
             "device": result.device,
             "data": str(data) if data else "generated",
+            **({"started_from_version": initial.name} if initial else {}),
             **sets,
         }
         info = registry.register(
@@ -264,6 +273,7 @@ def _train_and_measure(
     eval_images: int,
     device: str,
     settings: Settings,
+    init_from: Path | None = None,
 ) -> tuple[Any, Evaluation, Evaluation | None, dict[str, str]]:
     """Data, training with the trainer's progress bar (loss per batch), held-out and shifted evaluations.
 
@@ -294,6 +304,7 @@ def _train_and_measure(
             device=device,
             seed=seed,
             images_dir=images_dir,
+            init_from=init_from,
         )
     except (ValueError, FloatingPointError) as error:
         raise _fail(f"training {algorithm} failed: {error}") from None
@@ -301,6 +312,27 @@ def _train_and_measure(
     heldout = evaluate(result.weights, heldout_json, images_dir, device=device)
     shifted = evaluate(result.weights, shifted_json, device=device) if shifted_json else None
     return result, heldout, shifted, _set_fingerprints(heldout_json, shifted_json, images_dir)
+
+
+@contextmanager
+def _starting_weights(registry: ModelRegistry, algorithm: str, start_from: str | None) -> Iterator[Path | None]:
+    """The saved model a --start-from run begins with, on local disk while training lasts (a folder named after
+    the version, so the new version's params say where it came from); None without --start-from."""
+    if start_from is None:
+        yield None
+        return
+    if start_from == "production":
+        info = registry.production(algorithm)
+        if info is None:
+            raise _fail(f"--start-from production: {algorithm} has no production version (train one without it)")
+    elif start_from.isdigit():
+        info = registry.version(algorithm, int(start_from))
+    else:
+        raise _fail(f"--start-from {start_from}: give a version number or production")
+    with registry.weights_of(info) as folder, tempfile.TemporaryDirectory(prefix="yiwang-start-") as scratch:
+        named = Path(scratch) / str(info.version)
+        shutil.copytree(folder, named)
+        yield named
 
 
 def _losses(losses: list[float]) -> str:

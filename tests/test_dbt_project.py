@@ -211,7 +211,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbtWorkspace
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("YIWANG_WAREHOUSE", str(space.warehouse))
         patch.setenv("YIWANG_DUCKDB", str(space.duckdb_file))
-        patch.setenv("DBT_PROJECT_DIR", str(DBT_DIR))
         patch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
         yield space
 
@@ -371,6 +370,10 @@ def test_dagster_materialises_a_staging_model_and_its_checks(dagster_warehouse: 
     project = dbt_project()
     kept = project.project_dir / project.target_path / PARTIAL_PARSE_FILE
     assert kept.stat().st_mtime >= started
+    # the DuckDB file reached dbt as a var (profiles.yml), not through this process's environment
+    invocation = max((project.project_dir / project.target_path).glob("yiwang_dbt-*"), key=lambda p: p.stat().st_mtime)
+    run_args = json.loads((invocation / "run_results.json").read_text(encoding="utf-8"))["args"]
+    assert run_args["vars"] == {"duckdb_path": str(Path(os.environ["YIWANG_DUCKDB"]).resolve())}
     # ...and released again: this process opens the file read-write, as the next dbt invocation would
     with duckdb.connect(os.environ["YIWANG_DUCKDB"]) as connection:
         assert connection.sql(f"select count(*) from staging.{key.path[-1]}").fetchall() == [(ROWS_PER_TABLE,)]

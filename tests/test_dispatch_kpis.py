@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
-from test_dbt_project import DBT_DIR, DbtWorkspace
+from test_dbt_project import DbtWorkspace
 
 from ingestion.contract import get_contract
 from ingestion.keys import CST
@@ -111,7 +111,6 @@ def kpis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbtWorkspace]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("YIWANG_WAREHOUSE", str(space.warehouse))
         patch.setenv("YIWANG_DUCKDB", str(space.duckdb_file))
-        patch.setenv("DBT_PROJECT_DIR", str(DBT_DIR))
         patch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
         run = space.invoke(
             "build", "--select", "+int_dispatch__ticket_lifecycle+ departments", "--vars", "{as_of: '2026-11-20'}"

@@ -182,6 +182,21 @@ def test_a_few_training_steps_lower_the_loss(tiny_helmet: Path, tmp_path: Path) 
     assert loaded.classes == ["rider_no_helmet", "rider_helmet"] and not model.training
 
 
+def test_training_further_starts_from_the_given_weights(tiny_helmet: Path, tmp_path: Path) -> None:
+    """--start-from: the second run begins where the first ended (its first loss is near the first run's last, far
+    below a fresh model's), keeps the first model's shape and records its lineage; another algorithm is refused."""
+    settings = {"batch_size": 8, "lr": 3e-3, "seed": 0, "progress": False, "augment": None}
+    first = train("helmet", tiny_helmet, tmp_path / "first", epochs=6, width_mult=0.75, **settings)
+    further = train("helmet", tiny_helmet, tmp_path / "further", epochs=1, init_from=tmp_path / "first", **settings)
+    assert further.step_losses[0] < 0.8 * first.step_losses[0]
+    info = json.loads((tmp_path / "further/model.json").read_text())
+    assert info["width_mult"] == 0.75  # the starting model's shape, not the default width
+    assert info["extra"]["trained_from"]["epochs"] == 6
+    assert info["extra"]["trained_from"]["data_fingerprint"] == first.data_fingerprint
+    with pytest.raises(ValueError, match="cannot start a street_vending model"):
+        train("street_vending", tiny_helmet, tmp_path / "wrong", epochs=1, init_from=tmp_path / "first", **settings)
+
+
 def test_a_killed_training_resumes_from_its_last_epoch(tiny_helmet: Path, tmp_path: Path) -> None:
     """A run stopped in its second epoch leaves the first epoch's checkpoint; the same run again goes on from there
     (the first epoch's losses are kept, not recomputed) and the finished run removes the checkpoint."""

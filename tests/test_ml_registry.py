@@ -285,6 +285,8 @@ def test_cli_lists_and_promotes(cli, saved_model: Path) -> None:
         (("evaluate", ALGORITHM, "--data", "/nonexistent/annotations.json"), "no COCO annotations"),
         (("train", "--algorithm", ALGORITHM, "--seed", "2"), "held-out"),
         (("train", "--algorithm", ALGORITHM, "--epochs", "0"), "--epochs must be positive"),
+        (("train", "--algorithm", ALGORITHM, "--start-from", "production"), "has no production version"),
+        (("train", "--algorithm", ALGORITHM, "--start-from", "latest"), "a version number or production"),
         (("evaluate", ALGORITHM, "--device", "tpu"), "--device 'tpu'"),
         (("train", "--algorithm", ALGORITHM, "--data", "/nonexistent"), "no COCO annotations"),
         (("train", "--algorithm", ALGORITHM, "--data", "/nonexistent", "--images", "3"), "with --data"),
@@ -324,6 +326,12 @@ def test_cli_trains_registers_promotes_and_evaluates(cli) -> None:
     info = ModelRegistry.from_settings().production("street_vending")
     assert info is not None and info.tags["evaluated_at"] and info.tags["heldout_fingerprint"]
     assert info.map_50 is not None and info.map_50_shifted is not None and info.epochs == 1
+    further = cli(
+        "train", "--algorithm", "street_vending", "--images", "2", "--epochs", "1", "--start-from", "1", *small
+    )
+    assert further.exit_code == 0, further.output
+    assert "registered yiwang-street_vending version 2" in further.output
+    assert ModelRegistry.from_settings().version("street_vending", 2).tags["started_from_version"] == "1"
 
 
 def test_a_packaged_version_imports_once_with_its_figures(

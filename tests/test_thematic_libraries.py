@@ -86,7 +86,6 @@ def build(warehouse: Path, name: str, domains: tuple[str, ...], *extra: str) -> 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("YIWANG_WAREHOUSE", str(warehouse))
         patch.setenv("YIWANG_DUCKDB", str(space.duckdb_file))
-        patch.setenv("DBT_PROJECT_DIR", str(DBT_DIR))
         patch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
         # cautious: tests of other folders' models that merely touch a shared staging view stay out
         run = space.invoke("build", "--indirect-selection", "cautious", "--select", *selection, *extra)

@@ -562,7 +562,7 @@ def test_tickets_via_the_feed_one_open_ticket_per_camera_and_event(tmp_path: Pat
 
 
 def test_hotspot_marts_build_and_count_events(tmp_path: Path) -> None:
-    from tests.test_dbt_project import DBT_DIR, DbtWorkspace
+    from tests.test_dbt_project import DbtWorkspace
 
     warehouse = Warehouse.at(tmp_path / "warehouse")
     write_cameras(warehouse)
@@ -577,7 +577,6 @@ def test_hotspot_marts_build_and_count_events(tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("YIWANG_WAREHOUSE", warehouse.root)
         patch.setenv("YIWANG_DUCKDB", str(space.duckdb_file))
-        patch.setenv("DBT_PROJECT_DIR", str(DBT_DIR))
         patch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
         run = space.invoke("build", "--indirect-selection", "cautious", "--select", "+path:models/marts/video")
     bad = {name: status for name, status in run.statuses.items() if status not in ("success", "pass")}
