@@ -13,6 +13,7 @@ DuckDB and polars do not promise an order: two runs that give the same rows in a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -23,8 +24,12 @@ from ingestion.warehouse import Warehouse
 CONTENT_KEY = "yiwang.content"
 
 
-def content_fingerprint(rows: pa.Table) -> str:
-    """Schema, row count and the sum of the rows' hashes: equal for the same rows in any order."""
+def content_fingerprint(rows: pa.Table, ignore: Sequence[str] = ()) -> str:
+    """Schema, row count and the sum of the rows' hashes: equal for the same rows in any order.
+
+    `ignore` names columns left out (a `built_at` stamp that changes on every rebuild is not content).
+    """
+    rows = rows.drop_columns([name for name in ignore if name in rows.column_names])
     frame = pl.from_arrow(rows)
     assert isinstance(frame, pl.DataFrame)
     high = low = 0
@@ -47,9 +52,12 @@ def stored_fingerprint(warehouse: Warehouse, table: str) -> str | None:
     return str(history[0].get(CONTENT_KEY)) if history and history[0].get(CONTENT_KEY) else None
 
 
-def replace_table(warehouse: Warehouse, table: str, rows: pa.Table, *, schema_mode: str = "overwrite") -> bool:
-    """Overwrite `table` with `rows` unless it already holds exactly them; True when a version was written."""
-    fingerprint = content_fingerprint(rows)
+def replace_table(
+    warehouse: Warehouse, table: str, rows: pa.Table, *, schema_mode: str = "overwrite", ignore: Sequence[str] = ()
+) -> bool:
+    """Overwrite `table` with `rows` unless it already holds exactly them (the `ignore` columns aside); True when a
+    version was written."""
+    fingerprint = content_fingerprint(rows, ignore)
     if stored_fingerprint(warehouse, table) == fingerprint:
         return False
     write_deltalake(

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
 
+from ingestion.replace import replace_table
 from ingestion.warehouse import BATCH_LEDGER, QUALITY_SCORECARD, Warehouse
 from thematic_libs.sharing.datasets import Dataset, all_datasets
 
@@ -259,29 +259,13 @@ def build_catalog(warehouse: Warehouse, lineage: Lineage | None = None, now: dat
     return pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA)
 
 
-def _comparable(table: pa.Table) -> list[dict[str, Any]]:
-    """The rows without `built_at`, sorted, as Python values (Delta round trips rename list items)."""
-    kept = table.drop_columns([c for c in ("built_at",) if c in table.column_names])
-    return sorted(kept.to_pylist(), key=lambda row: str(row.get("dataset_id")))
-
-
 def write_catalog(warehouse: Warehouse, table: pa.Table) -> int:
     """Overwrite `ops/catalog` and return its version; no new version when only `built_at` changed.
 
     The catalog is rebuilt on every platform run: a version per run that changes nothing would bury the
     versions that do (someone looks back for when a dataset's classification changed).
     """
-    if warehouse.exists(CATALOG):
-        current = warehouse.table(CATALOG)
-        if _comparable(current.to_pyarrow_table()) == _comparable(table):
-            return current.version()
-    write_deltalake(
-        warehouse.uri(CATALOG),
-        table,
-        mode="overwrite",
-        schema_mode="overwrite",
-        storage_options=warehouse.options(),
-    )
+    replace_table(warehouse, CATALOG, table, ignore=("built_at",))
     return warehouse.table(CATALOG).version()
 
 
