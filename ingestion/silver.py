@@ -18,7 +18,7 @@ from datetime import date
 import duckdb
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from ingestion.bronze import bronze_table
 from ingestion.contract import Contract
@@ -90,7 +90,7 @@ def current_rows(
         tempfile.TemporaryDirectory(prefix="yiwang-silver-") as spill,
         duckdb.connect(config={**config, "temp_directory": spill}) as connection,
     ):
-        files = _batch_files(bronze, order) if warehouse.is_local else None
+        files = _batch_files(warehouse, contract, order)
         if files is not None and files.num_rows == 0:  # only batches without rows (a confirmed empty snapshot)
             yield pa.RecordBatchReader.from_batches(schema, iter(())), written
             return
@@ -164,18 +164,15 @@ def _has_columns(connection: duckdb.DuckDBPyConnection, listed: str, contract: C
     return set(contract.column_names) <= {row[0] for row in described}
 
 
-def _batch_files(bronze: DeltaTable, order: dict[str, int]) -> pa.Table | None:
+def _batch_files(warehouse: Warehouse, contract: Contract, order: dict[str, int]) -> pa.Table | None:
     """`uri, _batch_id, _ord` of every current data file of the batches, or None when DuckDB cannot read the
-    table's files as Delta would (a reader feature such as deletion vectors or column mapping)."""
-    if bronze.protocol().min_reader_version != 1:
+    bronze table's files as Delta would (`Warehouse.batch_files`)."""
+    files = warehouse.batch_files(bronze_table(contract), order)
+    if files is None:
         return None
-    rows: dict[str, list] = {"uri": [], "_batch_id": [], "_ord": []}
-    for batch_id, ordinal in order.items():
-        for uri in bronze.file_uris(file_pruning_predicate=[("_batch_id", "=", batch_id)]):
-            rows["uri"].append(uri)
-            rows["_batch_id"].append(batch_id)
-            rows["_ord"].append(ordinal)
-    return pa.table(rows, schema=pa.schema([("uri", pa.string()), ("_batch_id", pa.string()), ("_ord", pa.int64())]))
+    rows = [(uri, batch_id, order[batch_id]) for batch_id, uris in files.items() for uri in uris]
+    schema = pa.schema([("uri", pa.string()), ("_batch_id", pa.string()), ("_ord", pa.int64())])
+    return pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
 
 
 def _to_silver(frame: pl.DataFrame, contract: Contract, pseudonymiser: Pseudonymiser) -> pl.DataFrame:

@@ -8,6 +8,7 @@ the same code writes to a folder, to MinIO, to moto in the tests, or to a real b
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,3 +87,18 @@ class Warehouse:
         if delta.protocol().min_reader_version != 1 or delta.metadata().partition_columns:
             return None
         return sorted(delta.file_uris())
+
+    def batch_files(self, table: str, batch_ids: Iterable[str]) -> dict[str, list[str]] | None:
+        """The current data files of each batch of a local table partitioned by `_batch_id` alone (bronze is),
+        when DuckDB's Parquet reader reads them exactly as Delta would (reader version 1), else None. A batch
+        whose rows were all quarantined has no file (an empty list). The batch id is a partition value: it is in
+        the Delta log, not necessarily in the files."""
+        if not self.is_local:
+            return None
+        delta = self.table(table)
+        if delta.protocol().min_reader_version != 1 or list(delta.metadata().partition_columns) != ["_batch_id"]:
+            return None
+        return {
+            batch_id: sorted(delta.file_uris(file_pruning_predicate=[("_batch_id", "=", batch_id)]))
+            for batch_id in batch_ids
+        }

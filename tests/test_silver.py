@@ -146,7 +146,7 @@ def test_duckdb_file_reader_and_arrow_dataset_give_the_same_rows(landing, wareho
         return frame.sort("account_no")
 
     by_files = read()
-    monkeypatch.setattr(silver_module, "_batch_files", lambda bronze, order: None)
+    monkeypatch.setattr(silver_module, "_batch_files", lambda warehouse, contract, order: None)
     by_dataset = read()
     assert by_files.equals(by_dataset)
     assert by_files.height == 8

@@ -146,20 +146,14 @@ def parquet_files(warehouse: Warehouse, plan: TablePlan) -> list[tuple[str, int,
 
     DuckDB scans a local Delta table's Parquet files itself, in parallel and with filter and join-filter
     pushdown, which is several times faster than going through an Arrow dataset. That is exact only for a
-    plain table: local, reader version 1 (no deletion vectors, no column mapping), partitioned by
-    `_batch_id` alone (bronze is). Object stores and anything else go through deltalake.
+    plain table (`Warehouse.batch_files`); object stores and anything else go through deltalake.
     """
-    if not warehouse.is_local:
+    files = warehouse.batch_files(plan.table, plan.batch_ids)
+    if files is None:
         return None
-    table = warehouse.table(plan.table)
-    if table.protocol().min_reader_version != 1 or list(table.metadata().partition_columns) != ["_batch_id"]:
-        return None
-    batches = []
-    for batch_id, ordinal in zip(plan.batch_ids, plan.ordinals, strict=True):
-        files = table.file_uris(file_pruning_predicate=[("_batch_id", "=", batch_id)])
-        if files:  # a loaded batch whose rows were all quarantined wrote no file
-            batches.append((batch_id, ordinal, sorted(files)))
-    return batches
+    ordinals = dict(zip(plan.batch_ids, plan.ordinals, strict=True))
+    # a loaded batch whose rows were all quarantined wrote no file
+    return [(batch_id, ordinals[batch_id], uris) for batch_id, uris in files.items() if uris]
 
 
 def arrow_cut(dataset: ds.Dataset, plan: TablePlan, wanted: list[str], ids: pa.Array) -> pa.Table | ds.Dataset:
