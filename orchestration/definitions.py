@@ -23,7 +23,6 @@ from orchestration.crosscheck_assets import crosscheck
 from orchestration.dbt_assets import build_dbt_definitions
 from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
 from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, new_landing_batches
-from orchestration.memory import release_freed_memory_after_step
 from orchestration.quality_assets import quality_assets, quality_checks
 from orchestration.resources import PlatformResource
 from orchestration.sharing_assets import sharing_assets
@@ -40,8 +39,6 @@ platform_build = define_asset_job(
     # One process: dbt writes the DuckDB file that the gold exports read; parallel ops would collide
     # on DuckDB's file lock, and on 2 cores they would not be faster.
     executor_def=in_process_executor,
-    # ...so each step hands what it freed back to the system before the next (orchestration/memory.py)
-    hooks={release_freed_memory_after_step},
 )
 
 nightly_build = ScheduleDefinition(
