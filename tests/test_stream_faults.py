@@ -48,8 +48,11 @@ def _producer(kafka, record: Path, rate: float, seconds: float, seed: int) -> th
     return threading.Thread(target=run, daemon=True)
 
 
-def _wait_until_writing(home: Path, pid: int, timeout: float = 60) -> None:
-    """Until the consumer process `pid` has committed a micro-batch (its row in ops/stream_batches)."""
+def _wait_until_writing(home: Path, pid: int, timeout: float = 120) -> None:
+    """Until the consumer process `pid` has committed a micro-batch (its row in ops/stream_batches).
+
+    A new consumer first waits for the group to rebalance away from the one just killed; on two loaded cores that
+    and its start took over 60 s once (a model training beside the suite)."""
     table = home / "warehouse/ops/stream_batches"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,20 +105,27 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
     home = _home(tmp_path)
     record = tmp_path / "sent.jsonl"
     chooser = random.Random(12)
+    killed: list[int] = []
     with running_broker(tmp_path) as (_, kafka):
         producer = _producer(kafka, record, rate=80, seconds=150, seed=3)  # outlives the ten kills
         producer.start()
         for _ in range(10):
             consumer = start_consumer(home, kafka, "iot", "--no-derive", "--batch-seconds", "0.2")
-            _wait_until_writing(home, consumer.pid)
-            time.sleep(chooser.uniform(0.0, 1.5))  # anywhere in a batch: reading, checking, committing
-            consumer.send_signal(signal.SIGKILL)
-            consumer.wait(timeout=30)
+            try:  # killed whatever happens: a failed wait must not leave a consumer running after the test
+                _wait_until_writing(home, consumer.pid)
+                time.sleep(chooser.uniform(0.0, 1.5))  # anywhere in a batch: reading, checking, committing
+            finally:
+                consumer.send_signal(signal.SIGKILL)
+                consumer.wait(timeout=30)
+            killed.append(consumer.pid)
         producer.join(timeout=240)
         _drain(home, kafka)
     _assert_exactly_once(home, record)
     batches = pl.from_arrow(DeltaTable(str(home / "warehouse/ops/stream_batches")).to_pyarrow_table())
-    assert batches["consumer_id"].n_unique() >= 11  # every killed consumer was writing when it died
+    # every killed consumer was writing when it died (the draining one writes only if the producer outlived the
+    # kills, which depends on how fast the group rebalanced: not part of what this test proves)
+    writers = set(batches["consumer_id"].to_list())
+    assert all(any(f"-{pid}-" in writer for writer in writers) for pid in killed), (killed, writers)
 
 
 def test_broker_killed_and_restarted_while_consuming(tmp_path: Path) -> None:
