@@ -170,9 +170,13 @@ def _batch_files(warehouse: Warehouse, contract: Contract, order: dict[str, int]
     files = warehouse.batch_files(bronze_table(contract), order)
     if files is None:
         return None
-    rows = [(uri, batch_id, order[batch_id]) for batch_id, uris in files.items() for uri in uris]
-    schema = pa.schema([("uri", pa.string()), ("_batch_id", pa.string()), ("_ord", pa.int64())])
-    return pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
+    batches = [batch_id for batch_id, uris in files.items() for _ in uris]
+    columns = {
+        "uri": [uri for uris in files.values() for uri in uris],
+        "_batch_id": batches,
+        "_ord": [order[batch_id] for batch_id in batches],
+    }
+    return pa.table(columns, schema=pa.schema([("uri", pa.string()), ("_batch_id", pa.string()), ("_ord", pa.int64())]))
 
 
 def _to_silver(frame: pl.DataFrame, contract: Contract, pseudonymiser: Pseudonymiser) -> pl.DataFrame:

@@ -77,26 +77,29 @@ class Warehouse:
     def options(self) -> dict[str, str] | None:
         return self.storage_options or None
 
-    def parquet_files(self, table: str) -> list[str] | None:
-        """The current version's data files of a local table when DuckDB's Parquet reader reads them exactly as
-        Delta would (reader version 1: no deletion vectors or column mapping; no partition columns, whose values
-        are not in the files), else None: read the table through `table(...).to_pyarrow_dataset()` instead."""
+    def _read_file_by_file(self, table: str, partitioned_by: list[str]) -> DeltaTable | None:
+        """The table when DuckDB's Parquet reader reads its files exactly as Delta would: local, reader version 1
+        (no deletion vectors or column mapping), partitioned by exactly `partitioned_by`; else None."""
         if not self.is_local:
             return None
         delta = self.table(table)
-        if delta.protocol().min_reader_version != 1 or delta.metadata().partition_columns:
+        if delta.protocol().min_reader_version != 1 or list(delta.metadata().partition_columns) != partitioned_by:
             return None
-        return sorted(delta.file_uris())
+        return delta
+
+    def parquet_files(self, table: str) -> list[str] | None:
+        """The current version's data files of a local, unpartitioned table (partition values are not in the
+        files) when DuckDB can read them as Delta would, else None: read the table through
+        `table(...).to_pyarrow_dataset()` instead."""
+        delta = self._read_file_by_file(table, [])
+        return None if delta is None else sorted(delta.file_uris())
 
     def batch_files(self, table: str, batch_ids: Iterable[str]) -> dict[str, list[str]] | None:
         """The current data files of each batch of a local table partitioned by `_batch_id` alone (bronze is),
-        when DuckDB's Parquet reader reads them exactly as Delta would (reader version 1), else None. A batch
-        whose rows were all quarantined has no file (an empty list). The batch id is a partition value: it is in
-        the Delta log, not necessarily in the files."""
-        if not self.is_local:
-            return None
-        delta = self.table(table)
-        if delta.protocol().min_reader_version != 1 or list(delta.metadata().partition_columns) != ["_batch_id"]:
+        when DuckDB can read them as Delta would, else None. A batch whose rows were all quarantined has no file
+        (an empty list). The batch id is a partition value: it is in the Delta log, not necessarily in the files."""
+        delta = self._read_file_by_file(table, ["_batch_id"])
+        if delta is None:
             return None
         return {
             batch_id: sorted(delta.file_uris(file_pruning_predicate=[("_batch_id", "=", batch_id)]))

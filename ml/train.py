@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ml.algorithms import get_algorithm
 from ml.data import Augment, CocoDetectionDataset, collate, dataset_fingerprint, resolve_coco
-from ml.models import ANCHOR_SCALES, WEIGHTS_FILE, ModelInfo, build_model, read_info, resolve_device, save_model
+from ml.models import ANCHOR_SCALES, ModelInfo, build_model, load_model, resolve_device, save_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -133,12 +133,13 @@ def train(
         pin_memory=target.type == "cuda",
         drop_last=len(data) > batch_size,
     )
-    start = _warm_start(algo.name, algo.class_names, algo.input_size, init_from)
-    if start is not None:
+    start: ModelInfo | None = None
+    if init_from is None:
+        model = build_model(algo, width_mult=width_mult)
+    else:
+        model, start = load_model(init_from)  # shaped as it was saved: its width and anchors
+        _check_start(start, algo.name, algo.class_names, algo.input_size, init_from)
         width_mult = start.width_mult
-    model = build_model(algo, width_mult=width_mult, anchor_scales=start.anchor_scales if start else ANCHOR_SCALES)
-    if start is not None:
-        model.load_state_dict(torch.load(Path(init_from) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     model = model.to(target)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -161,7 +162,7 @@ def train(
         "lr": lr,
         "seed": seed,
         "width_mult": width_mult,
-        "init_from": str(init_from) if init_from else None,
+        "started_from": _lineage(start) if start else None,  # what the model was, not where its files lay
     }
     first_epoch = 0
     if resume and checkpoint.is_file():
@@ -259,21 +260,13 @@ def train(
     )
 
 
-def _warm_start(algorithm: str, classes: list[str], input_size: int, init_from: Path | str | None) -> ModelInfo | None:
-    """The info of the model a run starts from, or None; a model of another algorithm, classes or size is refused."""
-    if init_from is None:
-        return None
-    folder = Path(init_from)
-    folder = folder if folder.is_dir() else folder.parent
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise ValueError(f"{folder}: no {WEIGHTS_FILE} to start from")
-    start = read_info(folder)
+def _check_start(start: ModelInfo, algorithm: str, classes: list[str], input_size: int, path: Path | str) -> None:
+    """A model of another algorithm, classes or input size cannot start this one."""
     if start.algorithm != algorithm or start.classes != classes or start.input_size != input_size:
         raise ValueError(
-            f"{folder} is a {start.algorithm} model with classes {start.classes} at {start.input_size} px: "
+            f"{path} is a {start.algorithm} model with classes {start.classes} at {start.input_size} px: "
             f"it cannot start a {algorithm} model with classes {classes} at {input_size} px"
         )
-    return start
 
 
 def _lineage(start: ModelInfo) -> dict[str, Any]:

@@ -14,13 +14,11 @@ always as one red line. MLflow's logs go to `<home>/logs/ml.log`; times are show
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 from rich import box
@@ -220,7 +218,7 @@ def train_command(
     settings = _settings()
     registry = _registry(settings)
     runs = _runs_dir(settings, algorithm)
-    with _refusals(), _starting_weights(registry, algorithm, start_from) as initial:
+    with _refusals(), _starting_weights(registry, algorithm, start_from) as start:
         result, heldout, shifted, sets = _train_and_measure(
             algorithm,
             runs,
@@ -230,7 +228,7 @@ def train_command(
             eval_images=eval_images or recipe.eval_images,
             device=device,
             settings=settings,
-            init_from=initial,
+            init_from=start.folder if start else None,
         )
         metrics = {"map_50": heldout.map_50, "map_50_95": heldout.map_50_95, "training_seconds": result.seconds}
         if shifted is not None:
@@ -241,7 +239,7 @@ def train_command(
             "seed": seed,
             "device": result.device,
             "data": str(data) if data else "generated",
-            **({"started_from_version": initial.name} if initial else {}),
+            **({"started_from_version": start.version} if start else {}),
             **sets,
         }
         info = registry.register(
@@ -314,10 +312,18 @@ def _train_and_measure(
     return result, heldout, shifted, _set_fingerprints(heldout_json, shifted_json, images_dir)
 
 
+class StartingPoint(NamedTuple):
+    """The registered version a --start-from run begins with, and its saved model on local disk."""
+
+    folder: Path
+    version: int
+
+
 @contextmanager
-def _starting_weights(registry: ModelRegistry, algorithm: str, start_from: str | None) -> Iterator[Path | None]:
-    """The saved model a --start-from run begins with, on local disk while training lasts (a folder named after
-    the version, so the new version's params say where it came from); None without --start-from."""
+def _starting_weights(
+    registry: ModelRegistry, algorithm: str, start_from: str | None
+) -> Iterator[StartingPoint | None]:
+    """The version a --start-from run begins with, its files on local disk while training lasts; None without."""
     if start_from is None:
         yield None
         return
@@ -329,10 +335,8 @@ def _starting_weights(registry: ModelRegistry, algorithm: str, start_from: str |
         info = registry.version(algorithm, int(start_from))
     else:
         raise _fail(f"--start-from {start_from}: give a version number or production")
-    with registry.weights_of(info) as folder, tempfile.TemporaryDirectory(prefix="yiwang-start-") as scratch:
-        named = Path(scratch) / str(info.version)
-        shutil.copytree(folder, named)
-        yield named
+    with registry.weights_of(info) as folder:
+        yield StartingPoint(folder, info.version)
 
 
 def _losses(losses: list[float]) -> str:
