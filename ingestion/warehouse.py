@@ -22,6 +22,10 @@ QUARANTINE_ROWS = "quarantine/rows"
 QUALITY_RESULTS = "ops/quality_results"
 QUALITY_SCORECARD = "ops/quality_scorecard"
 
+# Ops tables get one small commit per batch; `Warehouse.compact` merges them past this many files.
+COMPACT_AFTER_FILES = 16
+COMPACT_TARGET_BYTES = 32 * 2**20
+
 
 def _s3_options_from_env() -> dict[str, str]:
     names = {
@@ -76,6 +80,25 @@ class Warehouse:
 
     def options(self) -> dict[str, str] | None:
         return self.storage_options or None
+
+    def compact(self, table: str, max_files: int = COMPACT_AFTER_FILES) -> bool:
+        """Rewrite the small files of a table that grows by one small commit per batch (the ledger, quarantine,
+        quality results) into one, and checkpoint its log, once it holds more than `max_files` files.
+
+        Why: every reader pays per file and per log entry. At scale 10 the ledger held 150 one-row files
+        after one run, and reading it took 240 ms (10 ms compacted); bronze read it about 90 times per run.
+        Files over `COMPACT_TARGET_BYTES` are left alone, so a table that grows over months does not rewrite
+        its history on every run. Returns whether a compaction was committed (no new version otherwise)."""
+        if not self.exists(table):
+            return False
+        delta = self.table(table)
+        if len(delta.file_uris()) <= max_files:
+            return False
+        metrics = delta.optimize.compact(target_size=COMPACT_TARGET_BYTES)
+        if not metrics.get("numFilesRemoved"):
+            return False
+        delta.create_checkpoint()
+        return True
 
     def _read_file_by_file(self, table: str, partitioned_by: list[str]) -> DeltaTable | None:
         """The table when DuckDB's Parquet reader reads its files exactly as Delta would: local, reader version 1

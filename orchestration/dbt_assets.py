@@ -34,7 +34,15 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetsDefinition,
+    MaterializeResult,
+    Output,
+    asset,
+)
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from filelock import FileLock
 
@@ -235,12 +243,9 @@ def make_dbt_assets(
             context=context,
             raise_on_error=False,
         )
-        # Row counts (tables: marts, seeds) on each model's materialisation, read through dbt's adapter in this
-        # process; dagster-dbt waits for the dbt process to end before it reads a DuckDB file (dbt holds its
-        # write lock), so the events come at the end of the step. Column schemas come from the manifest's
-        # declared columns (the asset's definition metadata): reading them from the database as well
-        # (`fetch_column_metadata`) cost about 2 s per invocation at scale 10 (bench/RESULTS.md, issue 16).
-        yield from invocation.stream().fetch_row_counts()
+        # Column schemas come from the manifest's declared columns (the asset's definition metadata): reading them
+        # from the database as well (`fetch_column_metadata`) cost about 2 s per invocation at scale 10.
+        yield from with_row_counts(invocation.stream(), invocation.manifest, duckdb_path())
         release_adapter(invocation)
         keep_partial_parse(invocation.target_path, project)
         prune_invocations(project)
@@ -249,6 +254,51 @@ def make_dbt_assets(
             raise RuntimeError("dbt could not build: " + "; ".join(broken))
 
     return _dbt_models
+
+
+def with_row_counts(events: Iterator[Any], manifest: Mapping[str, Any], database: Path) -> Iterator[Any]:
+    """dbt's events in dbt's order, each table's materialisation (models and seeds not built as views) with its
+    `dagster/row_count`, counted in one read-only DuckDB connection once dbt has ended (it holds the file's
+    write lock until then, so every event waits for the end of the step, as dagster-dbt's would).
+
+    Why not dagster-dbt's `stream().fetch_row_counts()`: its `dagster._core.utils.imap` polls its futures without
+    ever waiting while the dbt process runs (dagster 1.13.27), which kept one of the two cores busy for the whole
+    dbt step: 15.7 M `Future.done` calls in one run at scale 10, dbt's three steps 32 s -> see bench/RESULTS.md
+    (issue 16) for the figure without it."""
+    collected = list(events)
+    relations: dict[str, str] = {}
+    for event in collected:
+        unique_id = _unique_id(event)
+        node = manifest["nodes"].get(unique_id) if unique_id else None
+        if node and node["config"].get("materialized") not in ("view", "ephemeral"):
+            relations[unique_id] = f'"{node["schema"]}"."{node.get("alias") or node["name"]}"'
+    counts = _count_rows(database, relations)
+    for event in collected:
+        count = counts.get(_unique_id(event) or "")
+        yield event if count is None else event.with_metadata({**event.metadata, "dagster/row_count": count})
+
+
+def _unique_id(event: Any) -> str | None:
+    """The dbt node of a materialisation event (Output or AssetMaterialization), else None."""
+    if not isinstance(event, (Output, AssetMaterialization)):
+        return None
+    value = event.metadata.get("unique_id")
+    return getattr(value, "text", value)
+
+
+def _count_rows(database: Path, relations: Mapping[str, str]) -> dict[str, int]:
+    if not relations or not Path(database).is_file():
+        return {}
+    counts: dict[str, int] = {}
+    with duckdb.connect(str(database), read_only=True) as connection:
+        for unique_id, relation in relations.items():
+            try:
+                row = connection.execute(f"select count(*) from {relation}").fetchone()
+            except duckdb.Error:
+                continue  # a relation dbt did not build after all: no count, as dagster-dbt would leave it
+            if row is not None:
+                counts[unique_id] = int(row[0])
+    return counts
 
 
 def keep_partial_parse(invocation_target: Path, project: DbtProject) -> None:

@@ -31,7 +31,7 @@ from ingestion.contract import Contract, batch_contracts, image_contracts
 from ingestion.ledger import read_ledger
 from ingestion.pipeline import ingest_contract, ingest_unknown, pending_batches
 from ingestion.silver import apply_silver, silver_key_counts, silver_table
-from ingestion.warehouse import Warehouse
+from ingestion.warehouse import BATCH_LEDGER, QUALITY_RESULTS, QUARANTINE_ROWS, Warehouse
 from orchestration.batch_partitions import LANDING_BATCHES, batch_partition, landing_batches, record_batches
 from orchestration.resources import PlatformResource
 from quality.runner import QualityRecorder
@@ -57,6 +57,13 @@ def _outcome_metadata(outcomes: list[BatchOutcome]) -> dict[str, object]:
         "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
         "rejections": MetadataValue.md("\n".join(f"- {r}" for r in rejected) or "none"),
     }
+
+
+def compact_ops_tables(warehouse: Warehouse) -> None:
+    """The tables every batch appends one small commit to, compacted once they hold many files: the later
+    contracts' landing reads them (the ledger about three times per contract)."""
+    for table in (BATCH_LEDGER, QUARANTINE_ROWS, QUALITY_RESULTS):
+        warehouse.compact(table)
 
 
 def build_bronze_asset(contract: Contract) -> AssetsDefinition:
@@ -90,6 +97,7 @@ def build_bronze_asset(contract: Contract) -> AssetsDefinition:
             if o.status == "rejected":
                 context.log.warning(f"{contract.id} {o.batch_id} rejected: {o.reason}")
         record_batches(context, outcomes)  # each batch's partition of ops/batch, with its ledger outcome
+        compact_ops_tables(warehouse)
         quality_seconds = round(sum(r.seconds for r in recorder.results), 2)  # the Great Expectations pass
         return MaterializeResult(metadata={**_outcome_metadata(outcomes), "quality_seconds": quality_seconds})
 
@@ -148,8 +156,10 @@ def build_silver_key_check(contract: Contract) -> AssetChecksDefinition:
     kinds={"delta"},
 )
 def unknown_deliveries(context: AssetExecutionContext, platform: PlatformResource) -> MaterializeResult:
-    outcomes = ingest_unknown(platform.landing_path(), platform.get_warehouse())
+    warehouse = platform.get_warehouse()
+    outcomes = ingest_unknown(platform.landing_path(), warehouse)
     record_batches(context, outcomes)
+    compact_ops_tables(warehouse)
     return MaterializeResult(metadata=_outcome_metadata(outcomes))
 
 

@@ -506,3 +506,34 @@ def test_checkpoints_carry_our_statistics_and_transactions(tmp_path):
     assert isinstance(actions, pl.DataFrame)
     assert actions["max.count"].to_list() == [2**62] * 4
     assert actions["min.seen_at"].to_list() == [datetime(1960, 1, 1, tzinfo=UTC)] * 4
+
+
+def test_compact_merges_many_small_commits_and_keeps_rows_and_transactions(tmp_path):
+    """Warehouse.compact: one file, the same rows, every batch's transaction still found after the checkpoint; a
+    table under the threshold gets no new version."""
+    from ingestion.ledger import (
+        LEDGER_SCHEMA,
+        LedgerEntry,
+        already_written,
+        batch_transaction,
+        read_ledger,
+        write_ledger,
+    )
+    from ingestion.warehouse import BATCH_LEDGER
+
+    warehouse = Warehouse.at(tmp_path)
+    when = datetime(2026, 12, 6, tzinfo=UTC)
+    for n in range(20):
+        write_ledger(warehouse, LedgerEntry("a.b", f"batch-{n:02d}", "loaded", None, n, 0, when, batch_ordinal=n))
+    before = read_ledger(warehouse).sort("batch_id")
+    assert not warehouse.compact(BATCH_LEDGER, max_files=32)
+    assert warehouse.table(BATCH_LEDGER).version() == 19  # nothing written under the threshold
+    assert warehouse.compact(BATCH_LEDGER, max_files=16)
+    compacted = warehouse.table(BATCH_LEDGER)
+    assert len(compacted.file_uris()) == 1
+    assert read_ledger(warehouse).sort("batch_id").equals(before)
+    assert read_ledger(warehouse).schema == pl.Schema(pl.from_arrow(LEDGER_SCHEMA.empty_table()).schema)
+    for n in range(20):  # a re-run after a crash still finds each batch's commit
+        assert already_written(warehouse, BATCH_LEDGER, batch_transaction(BATCH_LEDGER, "a.b", f"batch-{n:02d}"))
+    assert not warehouse.compact(BATCH_LEDGER, max_files=16)  # compacted already: no new version
+    assert not warehouse.compact("ops/not_there")
