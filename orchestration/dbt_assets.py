@@ -263,8 +263,7 @@ def with_row_counts(events: Iterator[Any], manifest: Mapping[str, Any], database
 
     Why not dagster-dbt's `stream().fetch_row_counts()`: its `dagster._core.utils.imap` polls its futures without
     ever waiting while the dbt process runs (dagster 1.13.27), which kept one of the two cores busy for the whole
-    dbt step: 15.7 M `Future.done` calls in one run at scale 10, dbt's three steps 32 s -> see bench/RESULTS.md
-    (issue 16) for the figure without it."""
+    dbt step: 15.7 M `Future.done` calls in one run at scale 10 (bench/RESULTS.md, issue 16)."""
     collected = list(events)
     relations: dict[str, str] = {}
     for event in collected:
