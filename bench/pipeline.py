@@ -23,6 +23,7 @@ figures in bench/out/pipeline.json; copy them into bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -138,7 +139,14 @@ def bare_load(landing: Path, warehouse: Path) -> dict[str, Any]:
     for contract_id, tables in by_contract.items():
         merged = _concat(tables)
         write_deltalake(str(warehouse / "bare" / contract_id.replace(".", "/")), merged, mode="overwrite")
-    return {"seconds": round(time.perf_counter() - started, 2), "rows": rows, "contracts": len(by_contract)}
+    seconds, contracts = round(time.perf_counter() - started, 2), len(by_contract)
+    # The bare load's tables are freed here, but Arrow's allocator (mimalloc) keeps the pages for a while: without
+    # this, the run that follows in the same process started with up to 1.5 GB of the bare load's memory and its
+    # first step showed as the run's peak at 1 M residents (bench/RESULTS.md, issue 16, d).
+    by_contract.clear()
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    return {"seconds": seconds, "rows": rows, "contracts": contracts}
 
 
 def _stage(asset_key: list[str]) -> str:
@@ -166,6 +174,7 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
 
     with patch.dict(os.environ, {"YIWANG_HOME": str(home)}):
         settings = Settings.from_env().with_overrides(landing=landing, as_of=date.fromisoformat(as_of))
+        rss_before_mb = round(psutil.Process().memory_info().rss / 2**20)  # what the process held before the run
         started = time.perf_counter()
         plan = _plan(settings, full)
         if plan.kind == "nothing_new":
@@ -186,7 +195,13 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
             record_state(Warehouse.at(settings.warehouse), result.run_id, _run_settings(settings), settings.duckdb_path)
         seconds = time.perf_counter() - started
     records = instance.all_logs(result.run_id)
-    return {"kind": plan.kind, "success": result.success, "seconds": round(seconds, 2), **_stages(records, sampler)}
+    return {
+        "kind": plan.kind,
+        "success": result.success,
+        "seconds": round(seconds, 2),
+        "rss_before_mb": rss_before_mb,
+        **_stages(records, sampler),
+    }
 
 
 def _stages(records: list[Any], sampler: MemorySampler) -> dict[str, Any]:

@@ -58,9 +58,11 @@ def _applied(warehouse: Warehouse, table: str) -> tuple[int, int]:
 
 # Rows pseudonymised and written at a time, and DuckDB's memory for the latest-row-per-key query (it spills
 # to a temporary folder beyond that). Measured on renshe.social_insurance at scale 10 (2.3 M rows, 2 cores):
-# the whole-table polars version held 2.5 GB at its peak (about 12 GB at 1 M residents); bench/RESULTS.md.
-STREAM_ROWS = 200_000
-DUCKDB_MEMORY_LIMIT = "1GB"
+# the whole-table polars version held 2.5 GB at its peak (about 12 GB at 1 M residents). At 1 M residents
+# (11.7 M rows) in a fresh process, apply_silver held +1.69 GB with 200,000 rows and 1 GB, +1.24-1.39 GB with
+# these values, in 33-47 s against 35 s (noisy: DuckDB spills); bench/RESULTS.md, issue 16.
+STREAM_ROWS = 50_000
+DUCKDB_MEMORY_LIMIT = "768MB"
 
 
 @contextmanager
