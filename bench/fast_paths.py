@@ -7,13 +7,16 @@ fresh warehouse:
 - **as shipped**: the CSV fast path (`ingestion/readers.py: _read_csv_fast`: Arrow's multithreaded CSV parser
   on the file's bytes, string_view columns, GB 18030 columns transcoded by `ingestion/gb18030.py`);
 - **plain reader**: every CSV decoded whole by Python's codec first (`_read_csv_exact`, which also names the
-  offset of bad bytes and the line of a malformed record).
+  offset of bad bytes and the line of a malformed record);
+- **plain validation**: `tests/validation_reference.py: reference_validate` (one polars expression per rule) instead
+  of `ingestion.validation.validate` with its byte-level checks over Arrow string views (`ingestion/columnar.py`,
+  `ingestion/identifiers.py`).
 
-(A third variant, glibc's iconv through ctypes for GB 18030, measured the same as the shipped path in the whole
+(Another variant, glibc's iconv through ctypes for GB 18030, measured the same as the shipped path in the whole
 run and was removed: bench/RESULTS.md, issue 16.)
 
-The plain variant switches the fast path off in this process; tests/test_readers_fast_path.py holds the two
-paths to the same results. Run: `python -m bench.fast_paths [--scale 10]
+The plain variants switch a fast path off in this process; tests/test_readers_fast_path.py and
+tests/test_validation_fast.py hold each pair to the same results. Run: `python -m bench.fast_paths [--scale 10]
 [--repeat 2]`; figures in bench/out/fast_paths.json and bench/RESULTS.md.
 """
 
@@ -34,6 +37,7 @@ from unittest.mock import patch
 from bench.pipeline import OUT, WORK, generate
 
 FAST_PATHS_OUT = OUT.with_name("fast_paths.json")
+VARIANTS = ("as shipped", "plain reader", "plain validation")
 
 
 @contextmanager
@@ -49,6 +53,14 @@ def variant(name: str) -> Iterator[None]:
 
     if name == "plain reader":
         switch_off(readers, "_read_csv_fast")
+    if name == "plain validation":
+        # one polars expression per rule, no byte-level code: the specification tests/test_validation_fast.py
+        # holds `ingestion.validation.validate` to, value for value
+        from ingestion import bronze
+        from tests.validation_reference import reference_validate
+
+        saved.append((bronze, "validate", bronze.validate))
+        bronze.validate = reference_validate
     try:
         yield
     finally:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     landing, as_of = generate(args.scale)
     results: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.repeat):
-        for name in ("as shipped", "plain reader"):
+        for name in VARIANTS:
             home = WORK / f"scale{args.scale:g}" / "fast_paths"
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)
