@@ -6,6 +6,7 @@ loaded batches in order. Both are built from the contracts, so adding a contract
 
 import hashlib
 from collections import Counter
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -25,6 +26,7 @@ from dagster import (
     asset_check,
     sensor,
 )
+from deltalake.exceptions import DeltaError
 
 from ingestion.bronze import BatchOutcome
 from ingestion.contract import Contract, batch_contracts, image_contracts
@@ -59,11 +61,16 @@ def _outcome_metadata(outcomes: list[BatchOutcome]) -> dict[str, object]:
     }
 
 
-def compact_ops_tables(warehouse: Warehouse) -> None:
+def compact_ops_tables(warehouse: Warehouse, log: Any) -> None:
     """The tables every batch appends one small commit to, compacted once they hold many files: the later
-    contracts' landing reads them (the ledger about three times per contract)."""
+    contracts' landing reads them (the ledger about three times per contract). Upkeep, not landing: a compaction
+    that fails (a conflicting commit, an object store that does not answer) changes nothing, is logged, and is
+    tried again after the next landing; the batches stay landed."""
     for table in (BATCH_LEDGER, QUARANTINE_ROWS, QUALITY_RESULTS):
-        warehouse.compact(table)
+        try:
+            warehouse.compact(table)
+        except (DeltaError, OSError) as error:
+            log.warning(f"compacting {table} failed, tried again after the next landing: {error}")
 
 
 def build_bronze_asset(contract: Contract) -> AssetsDefinition:
@@ -97,7 +104,7 @@ def build_bronze_asset(contract: Contract) -> AssetsDefinition:
             if o.status == "rejected":
                 context.log.warning(f"{contract.id} {o.batch_id} rejected: {o.reason}")
         record_batches(context, outcomes)  # each batch's partition of ops/batch, with its ledger outcome
-        compact_ops_tables(warehouse)
+        compact_ops_tables(warehouse, context.log)
         quality_seconds = round(sum(r.seconds for r in recorder.results), 2)  # the Great Expectations pass
         return MaterializeResult(metadata={**_outcome_metadata(outcomes), "quality_seconds": quality_seconds})
 
@@ -159,7 +166,7 @@ def unknown_deliveries(context: AssetExecutionContext, platform: PlatformResourc
     warehouse = platform.get_warehouse()
     outcomes = ingest_unknown(platform.landing_path(), warehouse)
     record_batches(context, outcomes)
-    compact_ops_tables(warehouse)
+    compact_ops_tables(warehouse, context.log)
     return MaterializeResult(metadata=_outcome_metadata(outcomes))
 
 
