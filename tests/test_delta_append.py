@@ -544,8 +544,8 @@ def test_a_failed_compaction_is_logged_and_the_landing_stands(tmp_path):
     still compacted, and nothing is raised into the bronze step whose batches have landed."""
     from deltalake.exceptions import CommitFailedError
 
-    from ingestion.ledger import LedgerEntry, write_ledger
-    from ingestion.warehouse import BATCH_LEDGER
+    from ingestion.ledger import QUARANTINE_SCHEMA, LedgerEntry, write_ledger, write_quarantine
+    from ingestion.warehouse import BATCH_LEDGER, QUARANTINE_ROWS
     from orchestration.ingestion_assets import compact_ops_tables
 
     class Log:
@@ -564,8 +564,20 @@ def test_a_failed_compaction_is_logged_and_the_landing_stands(tmp_path):
     warehouse = ConflictingLedger(str(tmp_path))
     when = datetime(2026, 12, 6, tzinfo=UTC)
     for n in range(20):
-        write_ledger(warehouse, LedgerEntry("a.b", f"batch-{n:02d}", "loaded", None, n, 0, when, batch_ordinal=n))
+        batch = f"batch-{n:02d}"
+        write_ledger(warehouse, LedgerEntry("a.b", batch, "loaded", None, n, 1, when, batch_ordinal=n))
+        row = {"contract_id": "a.b", "batch_id": batch, "record_key": str(n), "rule": "not_null", "detail": "-"}
+        row |= {
+            "raw_record": "{}",
+            "column": "name",
+            "source_file": "part-0.csv",
+            "row_number": 1,
+            "quarantined_at": when,
+        }
+        write_quarantine(warehouse, "a.b", batch, pl.from_arrow(pa.Table.from_pylist([row], schema=QUARANTINE_SCHEMA)))
     log = Log()
     compact_ops_tables(warehouse, log)
     assert len(log.warnings) == 1 and "ops/batch_ledger" in log.warnings[0] and "concurrent" in log.warnings[0]
     assert len(warehouse.table(BATCH_LEDGER).file_uris()) == 20  # untouched, compacted after the next landing
+    quarantine = warehouse.table(QUARANTINE_ROWS)
+    assert len(quarantine.file_uris()) == 1 and quarantine.to_pyarrow_table().num_rows == 20  # the loop went on
