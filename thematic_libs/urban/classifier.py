@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import sklearn
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from thematic_libs.config import load_section
 from thematic_libs.reference import URBAN_MAJOR_CODES
@@ -130,9 +131,15 @@ class AppealClassifier:
         classifier = cls(counter, idf, keywords, model, major_model, config.training_parameters())
         features = classifier._features(normalised)
         labels = np.asarray(codes)
-        model.fit(features, labels)
+        fits = [(model, labels)]
         if major_model is not None:
-            major_model.fit(features, np.array([code[:2] for code in labels]))
+            fits.append((major_model, np.array([code[:2] for code in labels])))
+        # One BLAS thread per fit, the two fits side by side: L-BFGS-B's vector updates are too small for
+        # OpenBLAS's threads, which only contend. Same coefficients (to 1e-11); on 2 cores both fits took 4.2 s
+        # instead of 7.9 s (bench/RESULTS.md, issue 16), which a new home pays on its first urban run.
+        with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=len(fits)) as pool:
+            for fitted in [pool.submit(estimator.fit, features, y) for estimator, y in fits]:
+                fitted.result()
         return classifier
 
     def _features(self, normalised: list[str]) -> sp.csr_matrix:
