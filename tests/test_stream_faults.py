@@ -5,6 +5,7 @@ quarantine once."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import signal
@@ -38,12 +39,18 @@ def _devices() -> list[Device]:
     return [Device(r["device_id"], r["device_type"], r["metric"], r["alert_threshold"]) for r in registry_rows()]
 
 
-def _producer(kafka, record: Path, rate: float, seconds: float, seed: int) -> threading.Thread:
+def _producer(
+    kafka, record: Path, rate: float, seconds: float, seed: int, stop: threading.Event | None = None
+) -> threading.Thread:
+    """A thread sending `seconds` of readings at `rate`, each message recorded as sent; `stop` ends it early."""
     simulator = IotSimulator(_devices(), rate, seconds, seed=seed, time_scale=60, profile=PROFILE)
+    messages = simulator.messages()
+    if stop is not None:
+        messages = itertools.takewhile(lambda _: not stop.is_set(), messages)
 
     def run() -> None:
         with open(record, "w", encoding="utf-8") as handle:
-            produce(kafka.client_options(), "iot.sensor-readings", simulator.messages(), handle)
+            produce(kafka.client_options(), "iot.sensor-readings", messages, handle)
 
     return threading.Thread(target=run, daemon=True)
 
@@ -107,7 +114,9 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
     chooser = random.Random(12)
     killed: list[int] = []
     with running_broker(tmp_path) as (_, kafka):
-        producer = _producer(kafka, record, rate=80, seconds=150, seed=3)  # outlives the ten kills
+        # sends until the ten kills are done (400 s at most), so that every kill falls while messages flow
+        stop = threading.Event()
+        producer = _producer(kafka, record, rate=80, seconds=400, seed=3, stop=stop)
         producer.start()
         for _ in range(10):
             consumer = start_consumer(home, kafka, "iot", "--no-derive", "--batch-seconds", "0.2")
@@ -118,7 +127,9 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
                 consumer.send_signal(signal.SIGKILL)
                 consumer.wait(timeout=30)
             killed.append(consumer.pid)
-        producer.join(timeout=240)
+        assert producer.is_alive(), "the producer ended before the last kill: give it more seconds"
+        stop.set()
+        producer.join(timeout=60)
         _drain(home, kafka)
     _assert_exactly_once(home, record)
     batches = pl.from_arrow(DeltaTable(str(home / "warehouse/ops/stream_batches")).to_pyarrow_table())
