@@ -135,8 +135,8 @@ class AppealClassifier:
         if major_model is not None:
             fits.append((major_model, np.array([code[:2] for code in labels])))
         # One BLAS thread per fit, the two fits side by side: L-BFGS-B's vector updates are too small for
-        # OpenBLAS's threads, which only contend. Same coefficients (to 1e-11); on 2 cores both fits took 4.2 s
-        # instead of 7.9 s (bench/RESULTS.md, issue 16), which a new home pays on its first urban run.
+        # OpenBLAS's threads, which only contend. Same coefficients (to 1e-11); on 2 cores the whole training took
+        # 4.7 s instead of 7.9 s (bench/RESULTS.md, issue 16), which a new home pays on its first urban run.
         with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=len(fits)) as pool:
             for fitted in [pool.submit(estimator.fit, features, y) for estimator, y in fits]:
                 fitted.result()
