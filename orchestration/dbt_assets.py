@@ -264,16 +264,15 @@ def with_row_counts(events: Iterator[Any], manifest: Mapping[str, Any], database
     Why not dagster-dbt's `stream().fetch_row_counts()`: its `dagster._core.utils.imap` polls its futures without
     ever waiting while the dbt process runs (dagster 1.13.27), which kept one of the two cores busy for the whole
     dbt step: 15.7 M `Future.done` calls in one run at scale 10 (bench/RESULTS.md, issue 16)."""
-    collected = list(events)
+    collected = [(event, _unique_id(event)) for event in events]
     relations: dict[str, str] = {}
-    for event in collected:
-        unique_id = _unique_id(event)
+    for _, unique_id in collected:
         node = manifest["nodes"].get(unique_id) if unique_id else None
         if node and node["config"].get("materialized") not in ("view", "ephemeral"):
             relations[unique_id] = f'"{node["schema"]}"."{node.get("alias") or node["name"]}"'
     counts = _count_rows(database, relations)
-    for event in collected:
-        count = counts.get(_unique_id(event) or "")
+    for event, unique_id in collected:
+        count = counts.get(unique_id) if unique_id else None
         yield event if count is None else event.with_metadata({**event.metadata, "dagster/row_count": count})
 
 

@@ -545,7 +545,7 @@ def test_a_failed_compaction_is_logged_and_the_landing_stands(tmp_path):
     from deltalake.exceptions import CommitFailedError
 
     from ingestion.ledger import QUARANTINE_SCHEMA, LedgerEntry, write_ledger, write_quarantine
-    from ingestion.warehouse import BATCH_LEDGER, QUARANTINE_ROWS
+    from ingestion.warehouse import BATCH_LEDGER, COMPACT_AFTER_FILES, QUARANTINE_ROWS
     from orchestration.ingestion_assets import compact_ops_tables
 
     class Log:
@@ -556,7 +556,7 @@ def test_a_failed_compaction_is_logged_and_the_landing_stands(tmp_path):
             self.warnings.append(message)
 
     class ConflictingLedger(Warehouse):
-        def compact(self, table: str, max_files: int = 16) -> bool:
+        def compact(self, table: str, max_files: int = COMPACT_AFTER_FILES) -> bool:
             if table == BATCH_LEDGER:
                 raise CommitFailedError("a concurrent transaction deleted the same data")
             return super().compact(table, max_files)
