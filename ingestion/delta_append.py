@@ -105,6 +105,82 @@ def append_frame(
     return True
 
 
+class StagedAppend:
+    """An append whose rows arrive in pieces and are committed once: each `write` puts its piece in data files
+    that no reader sees, `commit` adds them all in one commit carrying `app_id`. Dropping the object without
+    committing leaves only unreferenced files (removed by VACUUM), as a crash before the commit does.
+
+    It is what lets ingestion land a large batch part by part with memory for one part, and still keep one
+    commit per batch. Object stores and column types this module does not write itself keep the pieces in
+    memory and hand them to `write_deltalake` at the commit.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        schema: pa.Schema,
+        *,
+        app_id: str,
+        partition_by: Sequence[str] | None = None,
+        storage_options: Mapping[str, str] | None = None,
+        max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+    ) -> None:
+        self.uri, self.app_id, self.max_rows_per_file = uri, app_id, max_rows_per_file
+        self.options = dict(storage_options) if storage_options else None
+        self.table = _open_table(uri, self.options)
+        #: the table already holds `app_id`: nothing is written and `commit` does nothing
+        self.done = self.table is not None and self.table.transaction_version(app_id) is not None
+        if self.table is not None:
+            self.schema, self.partitions = _reconcile(uri, self.table, schema, partition_by)
+        else:
+            self.schema, self.partitions = schema, list(partition_by or [])
+            _check_partition_columns(uri, schema, self.partitions)
+        self.actions: list[AddAction] = []
+        self.pieces: list[pl.DataFrame] = []
+        self.rows = 0
+
+    def write(self, frame: pl.DataFrame | pa.Table) -> None:
+        """Check one piece against the schema (`conform`) and write it, uncommitted."""
+        if self.done:
+            return
+        data = conform(frame, self.schema, uri=self.uri)
+        self.rows += data.height
+        if not data.height:
+            return
+        if not _writes_itself(self.uri, self.schema, self.partitions):
+            self.pieces.append(data)
+            return
+        self.actions += write_data_files(
+            self.uri,
+            data,
+            self.schema,
+            partition_by=self.partitions,
+            stats_columns=_stats_columns(self.table, self.schema, self.partitions),
+            max_rows_per_file=self.max_rows_per_file,
+        )
+
+    def commit(self) -> bool:
+        """Add every written piece in one commit; False when the table already held `app_id`."""
+        if self.done:
+            return False
+        if self.pieces:
+            _append_with_writer(
+                self.uri, pl.concat(self.pieces), self.schema, self.app_id, self.partitions, self.options
+            )
+        else:
+            commit_files(
+                self.uri,
+                self.actions,
+                self.schema,
+                app_id=self.app_id,
+                partition_by=self.partitions,
+                table=self.table,
+                storage_options=self.options,
+            )
+        self.done = True
+        return True
+
+
 def append_transactions(
     uri: str,
     frame: pl.DataFrame | pa.Table,

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
-from ingestion.delta_append import append_frame, arrow_schema_of, conform
+from ingestion.delta_append import StagedAppend, append_frame, arrow_schema_of, conform
 from ingestion.warehouse import BATCH_LEDGER, QUARANTINE_ROWS, Warehouse
 
 LEDGER_SCHEMA = pa.schema(
@@ -106,6 +106,15 @@ def append_once(
         app_id=app_id,
         partition_by=partition_by,
         storage_options=warehouse.options(),
+    )
+
+
+def staged_append(
+    warehouse: Warehouse, table: str, app_id: str, *, partition_by: list[str] | None = None, schema: pa.Schema
+) -> StagedAppend:
+    """`append_once` for rows that arrive in pieces: write each with `.write`, then `.commit()` once."""
+    return StagedAppend(
+        warehouse.uri(table), schema, app_id=app_id, partition_by=partition_by, storage_options=warehouse.options()
     )
 
 

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -523,15 +524,17 @@ def _json_value(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_parquet(part: PartFile, contract: Contract) -> ReadResult:
+def _read_parquet(part: PartFile, contract: Contract, columns: Sequence[str] | None = None) -> ReadResult:
     """Arrow's reader. (polars' own reader is about three times faster, but a damaged page can make it abort
-    the whole process, and it reads some files Arrow rejects as damaged.)"""
+    the whole process, and it reads some files Arrow rejects as damaged.) `columns`: read only those."""
     try:
         file = pq.ParquetFile(part.path, read_dictionary=_dictionary_only_strings(part.path))
-        table = _views_of_dictionaries(file.read())
+        delivered = file.schema_arrow.names
+        wanted = None if columns is None else [c for c in delivered if c in columns]
+        table = _views_of_dictionaries(file.read(columns=wanted))
     except (pa.ArrowInvalid, OSError) as error:
         raise BatchRejected("malformed_file", f"{part.name}: not a readable Parquet file ({error})") from None
-    _check_columns(contract, table.column_names, part.name)
+    _check_columns(contract, delivered, part.name)
     return ReadResult(_numbered(_to_polars(table), part, contract), [])
 
 
@@ -602,31 +605,34 @@ def unterminated_quote_line(part: PartFile) -> int | None:
     return data.count(b"\n", 0, opened) + 1
 
 
+def read_part(batch: Batch, part: PartFile, columns: Sequence[str] | None = None) -> ReadResult:
+    """One part of a batch, with its row count checked against the manifest. `columns`: the caller needs only
+    these; a Parquet part is read for them alone (the other columns are null), other formats read every column."""
+    if part.format == "csv":
+        result = _read_csv(part, batch.contract, batch.encoding)
+    elif part.format == "jsonl":
+        result = _read_jsonl(part, batch.contract, batch.encoding)
+    else:
+        result = _read_parquet(part, batch.contract, columns)
+    if result.records != part.rows and part.format == "csv" and (line := unterminated_quote_line(part)):
+        raise BatchRejected(
+            "malformed_file",
+            f"{part.name}: a quote opened on line {line} is never closed, so every line after it reads as "
+            "part of one field; fix the quoting at the source (a quote inside a field is written twice) and "
+            "resend the batch",
+        )
+    if result.records != part.rows:
+        raise BatchRejected(
+            "row_count",
+            f"{part.name} holds {result.records} records but the manifest says {part.rows}: "
+            "the file is incomplete or the manifest is wrong; resend the batch",
+        )
+    return result
+
+
 def read_batch(batch: Batch) -> ReadResult:
     """All parts of a batch, concatenated, with the row counts checked against the manifest."""
-    frames: list[pl.DataFrame] = []
-    malformed: list[Malformed] = []
-    for part in batch.parts:
-        if part.format == "csv":
-            result = _read_csv(part, batch.contract, batch.encoding)
-        elif part.format == "jsonl":
-            result = _read_jsonl(part, batch.contract, batch.encoding)
-        else:
-            result = _read_parquet(part, batch.contract)
-        if result.records != part.rows and part.format == "csv" and (line := unterminated_quote_line(part)):
-            raise BatchRejected(
-                "malformed_file",
-                f"{part.name}: a quote opened on line {line} is never closed, so every line after it reads as "
-                "part of one field; fix the quoting at the source (a quote inside a field is written twice) and "
-                "resend the batch",
-            )
-        if result.records != part.rows:
-            raise BatchRejected(
-                "row_count",
-                f"{part.name} holds {result.records} records but the manifest says {part.rows}: "
-                "the file is incomplete or the manifest is wrong; resend the batch",
-            )
-        frames.append(result.frame)
-        malformed.extend(result.malformed)
+    results = [read_part(batch, part) for part in batch.parts]
+    frames = [r.frame for r in results]
     frame = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
-    return ReadResult(frame, malformed)
+    return ReadResult(frame, [m for r in results for m in r.malformed])

@@ -348,15 +348,31 @@ def _check_columns(raw: pl.DataFrame, contract: Contract) -> tuple[dict[str, _Ch
     return checked, (_duplicate_keys([checked[k.name].typed for k in keys]) if keys else None)
 
 
-def validate(read: ReadResult, contract: Contract) -> Validated:
+def complete_keys(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """The distinct typed primary keys of the rows whose key is complete (no part null): what `duplicate_key`
+    compares. Empty without a primary key."""
+    if not contract.primary_key:
+        return pl.DataFrame()
+    names = list(contract.primary_key)
+    typed = pl.DataFrame([_check_column(contract.column(k), raw[k]).typed.alias(k) for k in names])
+    return typed.drop_nulls().unique()
+
+
+def validate(read: ReadResult, contract: Contract, elsewhere: pl.DataFrame | None = None) -> Validated:
     """Type every column, check every rule of the contract, and split good rows from bad.
 
     Column by column into numpy masks (see the module docstring), then the duplicate key; the good
     rows are the typed rows minus the bad ones. No value becomes a Python object unless its row broke
-    a rule.
+    a rule. `elsewhere` (`complete_keys` columns) are keys that other parts of the same batch hold: rows
+    with one of them are duplicates as well.
     """
     raw = read.frame
     checked, duplicates = _check_columns(raw, contract)
+    if duplicates is not None and elsewhere is not None and elsewhere.height:
+        names = list(contract.primary_key)
+        keys = pl.DataFrame([checked[k].typed.alias(k) for k in names])
+        wanted = elsewhere.select(pl.struct(names)).to_series().implode()
+        duplicates = duplicates | keys.select(pl.struct(names).is_in(wanted).fill_null(False)).to_series().to_numpy()
     typed_frame = pl.DataFrame([checked[c.name].typed.alias(c.name) for c in contract.columns])
     found = [(c, rule, mask) for c in contract.columns for rule, mask in checked[c.name].masks.items()]
     if duplicates is not None:
@@ -471,7 +487,8 @@ def raw_records(raw: pl.DataFrame, indexes: list[int], contract: Contract) -> tu
     subset = raw[indexes].select(contract.column_names)
     keys: list[str] = []
     records: list[str] = []
+    key_names = contract.primary_key
     for row in subset.iter_rows(named=True):
-        keys.append("|".join("" if row[k] is None else str(row[k]) for k in contract.primary_key))
+        keys.append("|".join("" if row[k] is None else str(row[k]) for k in key_names))
         records.append(json.dumps(row, ensure_ascii=False, default=str))
     return keys, records

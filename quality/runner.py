@@ -30,7 +30,7 @@ from ingestion.ledger import already_written, append_once, batch_transaction
 from ingestion.validation import Validated
 from ingestion.warehouse import QUALITY_RESULTS, Warehouse
 from quality import _gx
-from quality.decided import decided_results
+from quality.decided import SuiteTally, Tally, decided_results, results_of, tallies, tally_counts, top_values
 from quality.results import RESULTS_SCHEMA, read_results
 from quality.suites import build_suite, suite_name
 
@@ -121,9 +121,6 @@ def _is_sensitive(contract: Contract, columns: list[str]) -> bool:
     return any(c in names for c in columns)
 
 
-TOP_VALUES = 10  # distinct unexpected values kept with their counts
-
-
 def unexpected_counts(typed: pl.DataFrame | None, columns: list[str], sample: list[Any]) -> list[dict[str, Any]]:
     """The distinct values of a sample of unexpected values, each with the number of rows of the batch that hold it,
     most frequent first (at most TOP_VALUES): `"N/A" ×12` instead of the same value repeated in the sample.
@@ -131,23 +128,7 @@ def unexpected_counts(typed: pl.DataFrame | None, columns: list[str], sample: li
     A column map expectation judges a value alone, so every row holding a sampled value is unexpected."""
     if typed is None or len(columns) != 1 or columns[0] not in typed.columns or not isinstance(sample, list):
         return []
-    distinct = [v for v in dict.fromkeys(v for v in sample if v is not None and not isinstance(v, dict | list))]
-    if not distinct:
-        return []
-    name = columns[0]
-    try:
-        wanted = pl.Series(distinct, dtype=typed.schema[name], strict=False).drop_nulls()
-        counts = (
-            typed.select(name)
-            .filter(pl.col(name).is_in(wanted.implode()))
-            .group_by(name)
-            .len()
-            .sort(["len", name], descending=[True, False])
-            .head(TOP_VALUES)
-        )
-    except (pl.exceptions.PolarsError, TypeError, ValueError):
-        return []
-    return [{"value": value, "count": count} for value, count in counts.iter_rows()]
+    return top_values(typed.select(columns[0]), sample)
 
 
 def _observed(
@@ -155,9 +136,11 @@ def _observed(
     sensitive: bool,
     typed: pl.DataFrame | None = None,
     columns: list[str] | None = None,
+    counted: list[dict[str, Any]] | None = None,
 ) -> str:
     """What GX saw, minus the values of sensitive columns (ID numbers must not leave bronze), with the distinct
-    unexpected values and their counts in the batch (`unexpected_counts`) when the typed rows are given.
+    unexpected values and their counts in the batch: `counted` where the caller has them (a tally's), else
+    `unexpected_counts` when the typed rows are given.
 
     A sample of a not-null expectation's unexpected values is a list of nulls: left out.
     """
@@ -168,16 +151,21 @@ def _observed(
     for key in samples:
         if key in found:
             observed[key] = "withheld: sensitive column" if sensitive else found[key]
-            counted = [] if sensitive else unexpected_counts(typed, columns or [], found[key])
-            if counted:
-                observed["unexpected_counts"] = counted
+            counts = [] if sensitive else counted or unexpected_counts(typed, columns or [], found[key])
+            if counts:
+                observed["unexpected_counts"] = counts
     info = result.exception_info or {}
     if info.get("raised_exception"):
         observed["exception"] = str(info.get("exception_message"))
     return json.dumps(observed, ensure_ascii=False, default=str)
 
 
-def _row(contract: Contract, result: ExpectationValidationResult, typed: pl.DataFrame | None = None) -> dict[str, Any]:
+def _row(
+    contract: Contract,
+    result: ExpectationValidationResult,
+    typed: pl.DataFrame | None = None,
+    counted: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     config = result.expectation_config
     assert config is not None
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
@@ -190,7 +178,7 @@ def _row(contract: Contract, result: ExpectationValidationResult, typed: pl.Data
         "unexpected_count": found.get("unexpected_count"),
         "element_count": found.get("element_count"),
         "unexpected_percent": found.get("unexpected_percent"),
-        "observed": _observed(result, _is_sensitive(contract, columns), typed, columns),
+        "observed": _observed(result, _is_sensitive(contract, columns), typed, columns, counted),
         "rule": config.meta.get("rule", ""),
         "contract_rule": config.meta.get("contract_rule"),
         "kwargs": json.dumps(kwargs, ensure_ascii=False, default=str),
@@ -198,11 +186,17 @@ def _row(contract: Contract, result: ExpectationValidationResult, typed: pl.Data
 
 
 def results_table(
-    batch: Batch, results: list[ExpectationValidationResult], run_at: datetime, typed: pl.DataFrame | None = None
+    batch: Batch,
+    results: list[ExpectationValidationResult],
+    run_at: datetime,
+    typed: pl.DataFrame | None = None,
+    counted: list[list[dict[str, Any]]] | None = None,
 ) -> pa.Table:
-    """The rows of ops/quality_results for one batch; `typed` (the batch's typed rows) adds value counts."""
+    """The rows of ops/quality_results for one batch; value counts of the unexpected values from `counted` (one
+    list per result) or else from `typed` (the batch's typed rows)."""
     contract = batch.contract
-    rows = [_row(contract, r, typed) for r in results]
+    counts = counted if counted is not None else [None] * len(results)
+    rows = [_row(contract, r, typed, c) for r, c in zip(results, counts, strict=True)]
     constant = {
         "contract_id": contract.id,
         "batch_id": batch.batch_id,
@@ -220,13 +214,38 @@ def _stored(warehouse: Warehouse, batch: Batch) -> pl.DataFrame:
 
 def validate_batch(batch: Batch, validated: Validated, warehouse: Warehouse) -> QualityResult:
     """Run the contract's suite over every delivered row of a batch and store one row per expectation."""
+    if quality_engine() == "decided":
+        return record_tallies(batch, tallies(batch.contract, validated), warehouse)
+    return _record(
+        batch,
+        warehouse,
+        lambda: results_table(batch, suite_results(batch.contract, validated), datetime.now(UTC), validated.typed),
+    )
+
+
+def record_tallies(batch: Batch, batch_tallies: list[Tally], warehouse: Warehouse) -> QualityResult:
+    """Store the suite's results from the tallies of a whole batch (`quality.decided`), one row per expectation."""
+    return _record(
+        batch,
+        warehouse,
+        lambda: results_table(
+            batch,
+            results_of(batch.contract, batch_tallies),
+            datetime.now(UTC),
+            counted=[tally_counts(t) for t in batch_tallies],
+        ),
+    )
+
+
+def _record(batch: Batch, warehouse: Warehouse, build: Callable[[], pa.Table]) -> QualityResult:
+    """Store a batch's results once: a re-run after a crash finds them stored and builds nothing."""
     started = time.perf_counter()
     contract = batch.contract
     app_id = batch_transaction(QUALITY_RESULTS, contract.id, batch.batch_id)
     if already_written(warehouse, QUALITY_RESULTS, app_id):
         stored = _stored(warehouse, batch)
         return QualityResult(contract.id, batch.batch_id, stored, False, time.perf_counter() - started)
-    table = results_table(batch, suite_results(contract, validated), datetime.now(UTC), validated.typed)
+    table = build()
     written = append_once(warehouse, QUALITY_RESULTS, table, app_id)
     rows = pl.from_arrow(table)
     assert isinstance(rows, pl.DataFrame)
@@ -245,6 +264,18 @@ class QualityRecorder:
 
     def __call__(self, batch: Batch, validated: Validated) -> None:
         self.results.append(validate_batch(batch, validated, self.warehouse))
+
+    # A large batch is landed part by part (`ingestion.bronze.PartwiseHook`): the decided engine adds up the
+    # parts' tallies; GX's own engine needs every row at once.
+    @property
+    def by_part(self) -> bool:
+        return quality_engine() == "decided"
+
+    def tally(self, batch: Batch, validated: Validated) -> SuiteTally:
+        return SuiteTally(tallies(batch.contract, validated))
+
+    def record(self, batch: Batch, tally: SuiteTally) -> None:
+        self.results.append(record_tallies(batch, tally.tallies, self.warehouse))
 
 
 def quality_hook(warehouse: Warehouse) -> Callable[[Batch, Validated], None]:

@@ -1,0 +1,156 @@
+"""A large batch landed part by part ends exactly as the same batch landed whole.
+
+`ingestion.bronze` lands a batch of more than PART_BY_PART_ROWS rows in more than one part one part at a time
+(memory for one part) and commits it once; these tests lower the threshold so that small hand-written batches
+take that path, land the same landing zone both ways and compare every table it writes, row by row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import ingestion.bronze as bronze
+from ingestion.contract import get_contract
+from ingestion.pipeline import ingest_contract
+from ingestion.warehouse import Warehouse
+from quality.runner import QualityRecorder
+from tests.conftest import person
+from tests.landing_kit import write_batch
+from tests.test_crash_safety import KILLER, REPO
+
+HOUSEHOLDS = get_contract("gongan.household_registration")
+BRONZE = "bronze/gongan/household_registration"
+
+
+def _land(landing: Path, root: Path, by_part: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Warehouse, list]:
+    monkeypatch.setattr(bronze, "PART_BY_PART_ROWS", 10 if by_part else 10**9)
+    warehouse = Warehouse.at(root)
+    outcomes = ingest_contract(HOUSEHOLDS, landing, warehouse, on_validated=QualityRecorder(warehouse))
+    return warehouse, [(o.batch_id, o.status, o.reason, o.rows_loaded, o.rows_quarantined) for o in outcomes]
+
+
+def _table(warehouse: Warehouse, table: str, drop: list[str], ordered: bool) -> list[tuple]:
+    if not warehouse.exists(table):
+        return []
+    frame = pl.from_arrow(warehouse.table(table).to_pyarrow_table()).drop(drop)
+    return frame.rows() if ordered else sorted(frame.rows(), key=str)
+
+
+def _state(warehouse: Warehouse) -> dict[str, list[tuple]]:
+    return {
+        "bronze": _table(warehouse, BRONZE, ["_ingested_at"], ordered=False),
+        # one commit per batch, in the order the whole batch would have had
+        "quarantine": _table(warehouse, "quarantine/rows", ["quarantined_at"], ordered=True),
+        "ledger": _table(warehouse, "ops/batch_ledger", ["processed_at"], ordered=True),
+        "quality": _table(warehouse, "ops/quality_results", ["run_at"], ordered=True),
+    }
+
+
+def _append_malformed(directory: Path, part: str) -> None:
+    """A line with too many fields at the end of a CSV part, counted in its manifest entry."""
+    path = directory / part
+    with path.open("ab") as file:
+        file.write("a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p\n".encode())
+    manifest = json.loads((directory / "_manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["name"] == part:
+            entry["rows"] += 1
+            entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (directory / "_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
+
+
+def _files(warehouse: Warehouse) -> int:
+    return len(warehouse.table(BRONZE).file_uris()) if warehouse.exists(BRONZE) else 0
+
+
+def _both_ways(landing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Land `landing` whole and part by part; assert equal outcomes and tables; return both file counts."""
+    whole, whole_outcomes = _land(landing, tmp_path / "whole", False, monkeypatch)
+    parted, parted_outcomes = _land(landing, tmp_path / "parted", True, monkeypatch)
+    assert parted_outcomes == whole_outcomes
+    whole_state, parted_state = _state(whole), _state(parted)
+    for table in whole_state:
+        assert parted_state[table] == whole_state[table], table
+    return _files(whole), _files(parted)
+
+
+def test_bad_rows_in_several_parts_land_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
+    rows = [person(i) for i in range(240)]
+    rows[4] = person(4, gender="x")  # allowed values, part 1
+    rows[5] = person(5, birth_date="2026-13-01")  # type, part 2
+    rows[9] = person(9, division_code=None)  # required, part 0
+    rows[13] = person(13, status="unknown-status")  # part 1
+    rows[15] = person(12)  # the key of row 12, in the same part (0): a duplicate within a part
+    first = write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental", parts=3)
+    _append_malformed(first, "part-00000.csv")  # quarantined after every broken rule of the batch
+    _append_malformed(first, "part-00001.csv")
+    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", rows[30:], mode="snapshot", parts=2)
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
+    assert (whole_files, parted_files) == (2, 5)  # one file per batch, against one per part: it took the path
+
+
+def test_a_key_in_two_parts_lands_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
+    rows = [person(i) for i in range(120)]
+    rows[2] = person(0)  # row 0 is in part 0, row 2 in part 2
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental", parts=3)
+    rows[31] = person(30, name="居民三十")  # rows 30 and 31 are in parts 0 and 1: the same key, other names
+    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", rows, mode="incremental", parts=3)
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
+    assert (whole_files, parted_files) == (2, 6)
+
+
+def test_too_many_bad_rows_are_rejected_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
+    rows = [person(i, gender="x") if i % 7 == 0 else person(i) for i in range(60)]
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental", parts=3)
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
+    assert whole_files == parted_files == 0
+
+
+def test_a_shrinking_snapshot_is_held_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
+    rows = [person(i) for i in range(60)]
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, parts=3)
+    write_batch(landing, HOUSEHOLDS.id, "20261101T020000", rows[:20], parts=2)
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
+    assert (whole_files, parted_files) == (1, 3)
+
+
+def test_a_damaged_part_is_rejected_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
+    rows = [person(i) for i in range(60)]
+    directory = write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental", parts=3)
+    with (directory / "part-00002.csv").open("ab") as part:
+        part.write(b"tampered after the checksum was taken\n")
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
+    assert whole_files == parted_files == 0
+
+
+@pytest.mark.parametrize("kill_before", ["quarantine", "ledger"])
+def test_killed_after_the_parts_were_written_then_rerun_equals_clean_run(landing, tmp_path, kill_before, monkeypatch):
+    rows = [person(i) for i in range(60)] + [person(77, gender="x")]
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental", parts=3)
+    crashed = tmp_path / "crashed"
+    script = "import ingestion.bronze\ningestion.bronze.PART_BY_PART_ROWS = 10\n" + KILLER
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(landing), str(crashed), kill_before],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL
+    assert not Warehouse.at(crashed).exists("ops/batch_ledger")
+    monkeypatch.setattr(bronze, "PART_BY_PART_ROWS", 10)
+    outcomes = ingest_contract(HOUSEHOLDS, landing, Warehouse.at(crashed))
+    assert [o.status for o in outcomes] == ["loaded"]
+    clean = Warehouse.at(tmp_path / "clean")
+    ingest_contract(HOUSEHOLDS, landing, clean)
+    state = {k: v for k, v in _state(Warehouse.at(crashed)).items() if k != "quality"}
+    assert state == {k: v for k, v in _state(clean).items() if k != "quality"}
+    assert _files(Warehouse.at(crashed)) == 3  # the batch's files were committed once, by the first process
