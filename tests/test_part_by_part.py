@@ -59,7 +59,7 @@ def _append_malformed(directory: Path, part: str) -> None:
     """A line with too many fields at the end of a CSV part, counted in its manifest entry."""
     path = directory / part
     with path.open("ab") as file:
-        file.write("a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p\n".encode())
+        file.write(b"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p\n")
     manifest = json.loads((directory / "_manifest.json").read_text())
     for entry in manifest["files"]:
         if entry["name"] == part:
