@@ -4,6 +4,9 @@ Order of writes, each one Delta commit marked with the batch's application trans
 bronze rows, quarantine rows, ledger row. The ledger row is the commit point: downstream reads
 only batches the ledger calls `loaded`, and a re-run after a crash skips the writes already done,
 so a killed process leaves nothing visible and the next run ends exactly like a clean one.
+
+A batch of more than PART_BY_PART_ROWS rows in several parts is landed one part at a time under the same commits
+(`_land_by_part`), so memory holds one part of it.
 """
 
 from __future__ import annotations
@@ -183,6 +186,7 @@ def _land_by_part(
                     tally = part_tally if tally is None else tally + part_tally
                 quarantine.append(quarantine_frame(batch, validated, at))
                 bronze.write(bronze_rows(batch, validated, at))
+                del validated  # before the next part is read: one part in memory, not two
             checksums.result()
         except BatchRejected:
             return None
