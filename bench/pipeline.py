@@ -17,7 +17,9 @@ full run within 6 x the bare load at scale 10; bronze + silver within 2.5 x; not
 residents the full run under 5 minutes with peak memory under 4 GB.
 
 Run: `python -m bench.pipeline [--scales 10 50] [--repeat 2]` (make bench runs `--scales 10 50 --repeat 2`);
-figures in bench/out/pipeline.json; copy them into bench/RESULTS.md.
+figures in bench/out/pipeline.json; copy them into bench/RESULTS.md. `--alone` runs only the full run, each scale
+in a fresh process with nothing before it, for the platform's own peak memory as residents grow (make bench runs
+`--scales 10 50 100 --alone`; bench/out/pipeline_alone.json).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import gc
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -46,6 +50,7 @@ from demo_data.world import RESIDENTS_PER_SCALE
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pipeline.json"
+ALONE_OUT = ROOT / "bench" / "out" / "pipeline_alone.json"
 WORK = Path(os.environ.get("YIWANG_BENCH_DIR", "/tmp/yiwang-bench-pipeline"))
 STAGES = ("bronze", "quality", "silver", "dbt", "gold", "crosscheck", "other")
 
@@ -289,11 +294,55 @@ def measure(scale: float, repeat: int) -> dict[str, Any]:
     }
 
 
+def alone(scale: float) -> dict[str, Any]:
+    """The full run alone in a fresh process, nothing before it: the platform's own peak memory, which in
+    `measure` also carries what the bare load before it left allocated."""
+    landing, as_of = generate(scale)
+    work = WORK / f"scale{scale:g}" / "alone"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.pipeline", "--child", str(landing), str(work / "home"), as_of],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    full = json.loads(child.stdout.strip().splitlines()[-1])
+    result = {"scale": scale, "residents": int(scale * RESIDENTS_PER_SCALE), "alone": full}
+    print(json.dumps(result, ensure_ascii=False), flush=True)
+    return result
+
+
+def _child(landing: str, home: str, as_of: str) -> None:
+    with MemorySampler() as sampler:
+        full = platform_run(Path(landing), Path(home), as_of, sampler, full=True)
+    print(json.dumps(full, ensure_ascii=False), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[10.0, 50.0])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--alone", action="store_true", help="only the full run, each in a fresh process")
+    parser.add_argument("--child", nargs=3, metavar=("LANDING", "HOME", "AS_OF"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        _child(*args.child)
+        return
+    if args.alone:
+        alone_results = [alone(scale) for scale in args.scales]
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        ALONE_OUT.write_text(json.dumps(alone_results, ensure_ascii=False, indent=2), encoding="utf-8")
+        for r in alone_results:
+            run = r["alone"]
+            print(
+                f"scale {r['scale']:g} ({r['residents']:,} residents), the full run alone: {run['seconds']} s, "
+                f"peak {run['peak_rss_mb']} MB (held before {run['rss_before_mb']} MB), largest steps "
+                + ", ".join(f"{step} {mb} MB" for step, _, mb in run["largest_steps"][:3])
+            )
+        return
     results = [measure(scale, args.repeat) for scale in args.scales]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")

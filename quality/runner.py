@@ -215,7 +215,7 @@ def _stored(warehouse: Warehouse, batch: Batch) -> pl.DataFrame:
 def validate_batch(batch: Batch, validated: Validated, warehouse: Warehouse) -> QualityResult:
     """Run the contract's suite over every delivered row of a batch and store one row per expectation."""
     if quality_engine() == "decided":
-        return record_tallies(batch, tallies(batch.contract, validated), warehouse)
+        return _record(batch, warehouse, lambda: _tallies_table(batch, tallies(batch.contract, validated)))
     return _record(
         batch,
         warehouse,
@@ -225,16 +225,12 @@ def validate_batch(batch: Batch, validated: Validated, warehouse: Warehouse) -> 
 
 def record_tallies(batch: Batch, batch_tallies: list[Tally], warehouse: Warehouse) -> QualityResult:
     """Store the suite's results from the tallies of a whole batch (`quality.decided`), one row per expectation."""
-    return _record(
-        batch,
-        warehouse,
-        lambda: results_table(
-            batch,
-            results_of(batch.contract, batch_tallies),
-            datetime.now(UTC),
-            counted=[tally_counts(t) for t in batch_tallies],
-        ),
-    )
+    return _record(batch, warehouse, lambda: _tallies_table(batch, batch_tallies))
+
+
+def _tallies_table(batch: Batch, batch_tallies: list[Tally]) -> pa.Table:
+    results = results_of(batch.contract, batch_tallies)
+    return results_table(batch, results, datetime.now(UTC), counted=[tally_counts(t) for t in batch_tallies])
 
 
 def _record(batch: Batch, warehouse: Warehouse, build: Callable[[], pa.Table]) -> QualityResult:
