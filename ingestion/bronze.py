@@ -16,6 +16,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
@@ -45,8 +48,8 @@ from ingestion.ledger import (
     write_ledger,
     write_quarantine,
 )
-from ingestion.readers import ROW_NUMBER, SOURCE_FILE, read_batch, read_part
-from ingestion.validation import Validated, complete_keys, raw_records, validate
+from ingestion.readers import ROW_NUMBER, SOURCE_FILE, Malformed, ReadResult, read_batch, read_part
+from ingestion.validation import Checked, Validated, check_keys, raw_records, validate
 from ingestion.warehouse import QUARANTINE_ROWS, Warehouse
 
 DEFAULT_REJECT_SHARE = 0.05
@@ -150,8 +153,9 @@ def _land_by_part(
 ) -> BatchOutcome | None:
     """Land a large batch one part at a time, so that memory holds one part, not the batch; None: land it whole.
 
-    A first pass reads each part for its primary keys alone and keeps the keys that more than one part holds
-    (the duplicates only the whole batch shows). The second reads, validates (those keys are duplicates too) and
+    A first pass reads each part for its primary keys and keeps the keys that more than one part holds (the
+    duplicates only the whole batch shows; `_first_pass`). The second reads, validates (those keys are duplicates
+    too) and
     writes each part to bronze as data files that no reader sees; the batch is committed as one Delta commit
     after its last part, as a whole batch is, and its quarantine rows, quality results and ledger row are those
     of the whole batch. Where the outcome is not `loaded` (too many bad records, a snapshot held, a damaged or
@@ -171,12 +175,12 @@ def _land_by_part(
     quarantine: list[pl.DataFrame] = []
     tally: Any = None
     records = bad = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool, TemporaryDirectory(prefix="yiwang-") as spill:
         checksums = pool.submit(verify_checksums, batch)
         try:
-            elsewhere = _keys_in_several_parts(batch)
-            for part in batch.parts:
-                validated = validate(read_part(batch, part), contract, elsewhere)
+            elsewhere, parts = _first_pass(batch, Path(spill))
+            for validate_part in parts:
+                validated = validate_part(elsewhere=elsewhere)
                 records += validated.records
                 bad += validated.bad_records
                 if bad / batch.rows > reject_share:
@@ -215,13 +219,54 @@ def _land_by_part(
     return BatchOutcome(contract.id, batch.batch_id, "loaded", reason, loaded, bad)
 
 
-def _keys_in_several_parts(batch: Batch) -> pl.DataFrame | None:
-    """The complete primary keys that more than one part of the batch holds (None without a key)."""
-    if not batch.contract.primary_key:
-        return None
-    names = batch.contract.primary_key
-    keys = pl.concat([complete_keys(read_part(batch, part, names).frame, batch.contract) for part in batch.parts])
-    return keys.filter(keys.is_duplicated()).unique()
+def _first_pass(batch: Batch, spill: Path) -> tuple[pl.DataFrame | None, list[Callable[[], Validated]]]:
+    """The complete primary keys that more than one part of the batch holds (None without a key), and how the
+    second pass validates each part.
+
+    Each part's key columns are checked here, as validation checks them, and handed to its validation. A Parquet
+    part is read for its key columns alone, and read whole in the second pass. A CSV or JSON-lines part is parsed
+    once: its rows are kept in an uncompressed Arrow IPC file under `spill` for the second pass, which reads them
+    back at disk speed instead of parsing the text again (JSON lines parse in Python). Which keys repeat across
+    parts is found on 64-bit hashes and then confirmed on the values, so a hash collision cannot make a duplicate.
+    """
+    contract = batch.contract
+    if not contract.primary_key:
+        return None, [partial(_validated, contract, partial(read_part, batch, part)) for part in batch.parts]
+    names = list(contract.primary_key)
+    keys: list[pl.DataFrame] = []
+    parts: list[Callable[[], Validated]] = []
+    for number, part in enumerate(batch.parts):
+        if part.format == "parquet":
+            read: Callable[[], ReadResult] = partial(read_part, batch, part)
+            frame = read_part(batch, part, names).frame
+        else:
+            result = read_part(batch, part)
+            frame = result.frame
+            path = spill / f"part-{number:05d}.arrow"
+            frame.write_ipc(path, compression="uncompressed")
+            read = partial(_read_spilled, path, result.malformed)
+        known = check_keys(frame, contract)
+        del frame
+        keys.append(pl.DataFrame([known[k].typed.alias(k) for k in names]).drop_nulls())
+        parts.append(partial(_validated, contract, read, known))
+    hashes = [k.hash_rows() for k in keys]
+    every = pl.concat([h.unique() for h in hashes])
+    repeated = every.filter(every.is_duplicated()).unique().implode()
+    candidates = pl.concat([k.filter(h.is_in(repeated)).unique() for k, h in zip(keys, hashes, strict=True)])
+    return candidates.filter(candidates.is_duplicated()).unique(), parts
+
+
+def _validated(
+    contract: Contract,
+    read: Callable[[], ReadResult],
+    known: dict[str, Checked] | None = None,
+    elsewhere: pl.DataFrame | None = None,
+) -> Validated:
+    return validate(read(), contract, elsewhere, known)
+
+
+def _read_spilled(path: Path, malformed: list[Malformed]) -> ReadResult:
+    return ReadResult(pl.read_ipc(path), malformed)
 
 
 def _read_and_validate(batch: Batch) -> Validated:

@@ -179,7 +179,7 @@ def _needs_presence(column: Column) -> bool:
 
 
 @dataclass
-class _Checked:
+class Checked:
     """One column typed, and a mask per rule of the column: True where the row breaks it."""
 
     typed: pl.Series
@@ -233,7 +233,7 @@ def _out_of_range(column: Column, typed: pl.Series) -> np.ndarray:
     return _evaluate(typed, low.fill_null(False) | high.fill_null(False)).to_numpy()
 
 
-def _check_column(column: Column, values: pl.Series) -> _Checked:
+def _check_column(column: Column, values: pl.Series) -> Checked:
     """Type one column and evaluate each of its rules (the rules of `RULES`, in that order).
 
     A column that repeats one value (one period, one extract time) or is entirely empty is checked on
@@ -242,11 +242,11 @@ def _check_column(column: Column, values: pl.Series) -> _Checked:
     if values.len() > 1 and _uniform(values):
         one = _check_rows(column, values.head(1))
         masks = {rule: np.full(values.len(), bool(mask[0])) for rule, mask in one.masks.items()}
-        return _Checked(one.typed.new_from_index(0, values.len()), masks)
+        return Checked(one.typed.new_from_index(0, values.len()), masks)
     return _check_rows(column, values)
 
 
-def _check_rows(column: Column, values: pl.Series) -> _Checked:
+def _check_rows(column: Column, values: pl.Series) -> Checked:
     identifier = None
     if column.identifier_kind:
         text = values if values.dtype == pl.String else typed_values(column, values)
@@ -254,7 +254,7 @@ def _check_rows(column: Column, values: pl.Series) -> _Checked:
         typed = identifier.values
     else:
         typed = typed_values(column, values)
-    checked = _Checked(typed)
+    checked = Checked(typed)
     too_long = _too_long(column, values)
     if not _needs_presence(column):
         if too_long is not None:
@@ -326,15 +326,27 @@ def _detail(column: Column, rule: str, raw: object, value: object) -> str:
 _PARALLEL_ROWS = 100_000
 
 
-def _check_columns(raw: pl.DataFrame, contract: Contract) -> tuple[dict[str, _Checked], np.ndarray | None]:
+def _check_columns(
+    raw: pl.DataFrame, contract: Contract, known: dict[str, Checked] | None = None
+) -> tuple[dict[str, Checked], np.ndarray | None]:
     """Every column checked, and the duplicate-key mask (None without a primary key).
 
     On large batches this thread checks the key columns and then searches the duplicates while a
     worker thread checks the other columns: the two halves take about the same time. Without a key,
-    the two threads share the columns.
+    the two threads share the columns. `known`: the key columns, already checked (`check_keys`).
     """
     keys = [contract.column(k) for k in contract.primary_key]
     others = [c for c in contract.columns if c.name not in contract.primary_key]
+    if known is not None:
+        checked = dict(known)
+        if raw.height < _PARALLEL_ROWS:
+            checked.update({c.name: _check_column(c, raw[c.name]) for c in others})
+        else:
+            with ThreadPoolExecutor(1) as worker:
+                pending = [(c.name, worker.submit(_check_column, c, raw[c.name])) for c in others[1::2]]
+                checked.update({c.name: _check_column(c, raw[c.name]) for c in others[::2]})
+                checked.update({name: future.result() for name, future in pending})
+        return checked, _duplicate_keys([checked[k.name].typed for k in keys])
     if raw.height < _PARALLEL_ROWS:
         checked = {c.name: _check_column(c, raw[c.name]) for c in contract.columns}
     else:
@@ -348,26 +360,27 @@ def _check_columns(raw: pl.DataFrame, contract: Contract) -> tuple[dict[str, _Ch
     return checked, (_duplicate_keys([checked[k.name].typed for k in keys]) if keys else None)
 
 
-def complete_keys(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
-    """The distinct typed primary keys of the rows whose key is complete (no part null): what `duplicate_key`
-    compares. Empty without a primary key."""
-    if not contract.primary_key:
-        return pl.DataFrame()
-    names = list(contract.primary_key)
-    typed = pl.DataFrame([_check_column(contract.column(k), raw[k]).typed.alias(k) for k in names])
-    return typed.drop_nulls().unique()
+def check_keys(raw: pl.DataFrame, contract: Contract) -> dict[str, Checked]:
+    """The primary-key columns checked, as `validate` checks them (pass them on to it as `known`)."""
+    return {k: _check_column(contract.column(k), raw[k]) for k in contract.primary_key}
 
 
-def validate(read: ReadResult, contract: Contract, elsewhere: pl.DataFrame | None = None) -> Validated:
+def validate(
+    read: ReadResult,
+    contract: Contract,
+    elsewhere: pl.DataFrame | None = None,
+    known: dict[str, Checked] | None = None,
+) -> Validated:
     """Type every column, check every rule of the contract, and split good rows from bad.
 
     Column by column into numpy masks (see the module docstring), then the duplicate key; the good
     rows are the typed rows minus the bad ones. No value becomes a Python object unless its row broke
-    a rule. `elsewhere` (`complete_keys` columns) are keys that other parts of the same batch hold: rows
-    with one of them are duplicates as well.
+    a rule. For one part of a batch landed part by part: `elsewhere` (the typed key columns) holds keys
+    that other parts of the batch hold, so rows with one of them are duplicates as well, and `known` the
+    part's key columns already checked (`check_keys`).
     """
     raw = read.frame
-    checked, duplicates = _check_columns(raw, contract)
+    checked, duplicates = _check_columns(raw, contract, known)
     if duplicates is not None and elsewhere is not None and elsewhere.height:
         names = list(contract.primary_key)
         keys = pl.DataFrame([checked[k].typed.alias(k) for k in names])

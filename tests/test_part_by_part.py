@@ -19,22 +19,24 @@ import polars as pl
 import pytest
 
 import ingestion.bronze as bronze
-from ingestion.contract import get_contract
+from ingestion.contract import Contract, get_contract
 from ingestion.pipeline import ingest_contract
 from ingestion.warehouse import Warehouse
 from quality.runner import QualityRecorder
-from tests.conftest import person
+from tests.conftest import person, resident_id
 from tests.landing_kit import write_batch
 from tests.test_crash_safety import KILLER, REPO
 
-HOUSEHOLDS = get_contract("gongan.household_registration")
-BRONZE = "bronze/gongan/household_registration"
+HOUSEHOLDS = get_contract("gongan.household_registration")  # CSV: parsed once, kept in Arrow IPC between passes
+INSURANCE = get_contract("renshe.social_insurance")  # Parquet: the first pass reads the key columns alone
 
 
-def _land(landing: Path, root: Path, by_part: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Warehouse, list]:
+def _land(
+    landing: Path, root: Path, by_part: bool, monkeypatch: pytest.MonkeyPatch, contract: Contract = HOUSEHOLDS
+) -> tuple[Warehouse, list]:
     monkeypatch.setattr(bronze, "PART_BY_PART_ROWS", 10 if by_part else 10**9)
     warehouse = Warehouse.at(root)
-    outcomes = ingest_contract(HOUSEHOLDS, landing, warehouse, on_validated=QualityRecorder(warehouse))
+    outcomes = ingest_contract(contract, landing, warehouse, on_validated=QualityRecorder(warehouse))
     return warehouse, [(o.batch_id, o.status, o.reason, o.rows_loaded, o.rows_quarantined) for o in outcomes]
 
 
@@ -45,9 +47,9 @@ def _table(warehouse: Warehouse, table: str, drop: list[str], ordered: bool) -> 
     return frame.rows() if ordered else sorted(frame.rows(), key=str)
 
 
-def _state(warehouse: Warehouse) -> dict[str, list[tuple]]:
+def _state(warehouse: Warehouse, contract: Contract = HOUSEHOLDS) -> dict[str, list[tuple]]:
     return {
-        "bronze": _table(warehouse, BRONZE, ["_ingested_at"], ordered=False),
+        "bronze": _table(warehouse, bronze.bronze_table(contract), ["_ingested_at"], ordered=False),
         # one commit per batch, in the order the whole batch would have had
         "quarantine": _table(warehouse, "quarantine/rows", ["quarantined_at"], ordered=True),
         "ledger": _table(warehouse, "ops/batch_ledger", ["processed_at"], ordered=True),
@@ -68,19 +70,22 @@ def _append_malformed(directory: Path, part: str) -> None:
     (directory / "_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
 
 
-def _files(warehouse: Warehouse) -> int:
-    return len(warehouse.table(BRONZE).file_uris()) if warehouse.exists(BRONZE) else 0
+def _files(warehouse: Warehouse, contract: Contract = HOUSEHOLDS) -> int:
+    table = bronze.bronze_table(contract)
+    return len(warehouse.table(table).file_uris()) if warehouse.exists(table) else 0
 
 
-def _both_ways(landing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+def _both_ways(
+    landing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contract: Contract = HOUSEHOLDS
+) -> tuple[int, int]:
     """Land `landing` whole and part by part; assert equal outcomes and tables; return both file counts."""
-    whole, whole_outcomes = _land(landing, tmp_path / "whole", False, monkeypatch)
-    parted, parted_outcomes = _land(landing, tmp_path / "parted", True, monkeypatch)
+    whole, whole_outcomes = _land(landing, tmp_path / "whole", False, monkeypatch, contract)
+    parted, parted_outcomes = _land(landing, tmp_path / "parted", True, monkeypatch, contract)
     assert parted_outcomes == whole_outcomes
-    whole_state, parted_state = _state(whole), _state(parted)
+    whole_state, parted_state = _state(whole, contract), _state(parted, contract)
     for table in whole_state:
         assert parted_state[table] == whole_state[table], table
-    return _files(whole), _files(parted)
+    return _files(whole, contract), _files(parted, contract)
 
 
 def test_bad_rows_in_several_parts_land_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
@@ -106,6 +111,32 @@ def test_a_key_in_two_parts_lands_as_in_a_whole_batch(landing, tmp_path, monkeyp
     write_batch(landing, HOUSEHOLDS.id, "20261101T020000", rows, mode="incremental", parts=3)
     whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
     assert (whole_files, parted_files) == (2, 6)
+
+
+def _insured(i: int, **changes: object) -> dict:
+    row = {
+        "id_number": resident_id(i),
+        "name": f"参保人{i}",
+        "employer_uscc": None,
+        "employer_name": None,
+        "period": "2026-10",
+        "insurance_type": ("pension", "medical", "unemployment", "injury")[i % 4],
+        "contribution_base_cny": 4000.0 + i,
+        "is_civil_servant": i % 9 == 0,
+    }
+    row.update(changes)
+    return row
+
+
+def test_a_parquet_batch_read_for_its_keys_first_lands_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
+    rows = [_insured(i) for i in range(240)]
+    rows[1] = _insured(0, name="另一人")  # the key of row 0 (part 0) in part 1
+    rows[7] = _insured(7, insurance_type="pension-old")  # allowed values
+    rows[8] = _insured(8, contribution_base_cny=-1.0)  # range
+    rows[9] = _insured(6)  # the key of row 6 in the same part (0)
+    write_batch(landing, INSURANCE.id, "20261012T030000", rows, mode="incremental", parts=3)
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch, INSURANCE)
+    assert (whole_files, parted_files) == (1, 3)
 
 
 def test_too_many_bad_rows_are_rejected_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
