@@ -55,8 +55,9 @@ from ingestion.warehouse import QUARANTINE_ROWS, Warehouse
 DEFAULT_REJECT_SHARE = 0.05
 DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
 # A batch of more rows than this, delivered in more than one part, is landed part by part (`_land_by_part`):
-# memory for one part instead of the batch, for about 1.4 times the time (a first pass reads every part for its
-# keys). Up to this size the whole batch is held: about 1 GB above what the process holds, at 1 M rows.
+# memory for one part instead of the batch, for 1.5 times the batch's landing time (bench/RESULTS.md, issue 16
+# (g)). Up to this size the whole batch is held: about 1 GB above what the process holds, at 1 M rows.
+# YIWANG_PART_BY_PART_ROWS overrides it.
 PART_BY_PART_ROWS = 1_000_000
 
 
@@ -144,8 +145,22 @@ def _lands_by_part(batch: Batch, on_validated: Callable[[Batch, Validated], None
         and not attempt
         and not batch.contract.is_image
         and len(batch.parts) > 1
-        and batch.rows > PART_BY_PART_ROWS
+        and batch.rows > part_by_part_rows()
     )
+
+
+def part_by_part_rows() -> int:
+    """Batches of more rows than this in several parts land part by part (YIWANG_PART_BY_PART_ROWS, 1,000,000)."""
+    value = os.environ.get("YIWANG_PART_BY_PART_ROWS")
+    if value is None:
+        return PART_BY_PART_ROWS
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"YIWANG_PART_BY_PART_ROWS={value!r} is not a whole number: set it to a row count such as 1000000, "
+            "or unset it"
+        ) from None
 
 
 def _land_by_part(

@@ -185,3 +185,14 @@ def test_killed_after_the_parts_were_written_then_rerun_equals_clean_run(landing
     state = {k: v for k, v in _state(Warehouse.at(crashed)).items() if k != "quality"}
     assert state == {k: v for k, v in _state(clean).items() if k != "quality"}
     assert _files(Warehouse.at(crashed)) == 3  # the batch's files were committed once, by the first process
+
+
+def test_the_threshold_is_set_by_environment(landing, tmp_path, monkeypatch):
+    write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(60)], parts=3)
+    monkeypatch.setattr(bronze, "PART_BY_PART_ROWS", 10**9)
+    monkeypatch.setenv("YIWANG_PART_BY_PART_ROWS", "10")
+    ingest_contract(HOUSEHOLDS, landing, Warehouse.at(tmp_path / "w"))
+    assert _files(Warehouse.at(tmp_path / "w")) == 3
+    monkeypatch.setenv("YIWANG_PART_BY_PART_ROWS", "a million")
+    with pytest.raises(ValueError, match="YIWANG_PART_BY_PART_ROWS='a million' is not a whole number"):
+        bronze.part_by_part_rows()
