@@ -55,8 +55,8 @@ from ingestion.warehouse import QUARANTINE_ROWS, Warehouse
 DEFAULT_REJECT_SHARE = 0.05
 DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
 # A batch of more rows than this, delivered in more than one part, is landed part by part (`_land_by_part`):
-# memory for one part instead of the batch, for 1.5 times the batch's landing time (bench/RESULTS.md, issue 16
-# (g)). Up to this size the whole batch is held: about 1 GB above what the process holds, at 1 M rows.
+# memory for one part instead of the batch, for 1.1-1.5 times the batch's landing time (bench/RESULTS.md, issue
+# 16 (g)). Up to this size the whole batch is held: about 1 GB above what the process holds, at 1 M rows.
 # YIWANG_PART_BY_PART_ROWS overrides it.
 PART_BY_PART_ROWS = 1_000_000
 
@@ -170,8 +170,7 @@ def _land_by_part(
 
     A first pass reads each part for its primary keys and keeps the keys that more than one part holds (the
     duplicates only the whole batch shows; `_first_pass`). The second reads, validates (those keys are duplicates
-    too) and
-    writes each part to bronze as data files that no reader sees; the batch is committed as one Delta commit
+    too) and writes each part to bronze as data files that no reader sees; the batch is committed as one Delta commit
     after its last part, as a whole batch is, and its quarantine rows, quality results and ledger row are those
     of the whole batch. Where the outcome is not `loaded` (too many bad records, a snapshot held, a damaged or
     malformed file) nothing is committed and the caller lands the batch whole, so the decision and its messages
@@ -260,6 +259,7 @@ def _first_pass(batch: Batch, spill: Path) -> tuple[pl.DataFrame | None, list[Ca
             path = spill / f"part-{number:05d}.arrow"
             frame.write_ipc(path, compression="uncompressed")
             read = partial(_read_spilled, path, result.malformed)
+            del result
         known = check_keys(frame, contract)
         del frame
         keys.append(pl.DataFrame([known[k].typed.alias(k) for k in names]).drop_nulls())
