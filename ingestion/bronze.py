@@ -173,8 +173,8 @@ def _land_by_part(
     too) and writes each part to bronze as data files that no reader sees; the batch is committed as one Delta commit
     after its last part, as a whole batch is, and its quarantine rows, quality results and ledger row are those
     of the whole batch. Where the outcome is not `loaded` (too many bad records, a snapshot held, a damaged or
-    malformed file) nothing is committed and the caller lands the batch whole, so the decision and its messages
-    are exactly `_land`'s; only the uncommitted files remain, for VACUUM.
+    malformed file) the files written so far are removed, nothing is committed and the caller lands the batch
+    whole, so the decision and its messages are exactly `_land`'s.
     """
     contract = batch.contract
     table = bronze_table(contract)
@@ -198,7 +198,8 @@ def _land_by_part(
                 records += validated.records
                 bad += validated.bad_records
                 if bad / batch.rows > reject_share:
-                    return None  # rejected whatever the other parts hold
+                    bronze.discard()  # rejected whatever the other parts hold
+                    return None
                 if hook is not None:
                     part_tally = hook.tally(batch, validated)
                     tally = part_tally if tally is None else tally + part_tally
@@ -207,6 +208,7 @@ def _land_by_part(
                 del validated  # before the next part is read: one part in memory, not two
             checksums.result()
         except BatchRejected:
+            bronze.discard()
             return None
     loaded = records - bad
     reason = f"{bad} of {records} records quarantined ({bad / records:.1%}); the other rows loaded" if bad else None
@@ -214,6 +216,7 @@ def _land_by_part(
     if batch.mode == "snapshot":
         held, confirmed = _snapshot_guard(batch, loaded, warehouse)
         if held is not None:
+            bronze.discard()
             return None
         if confirmed:
             reason = f"{reason + '; ' if reason else ''}{confirmed}"

@@ -19,6 +19,7 @@ date32, timestamp[us, UTC]) go through `write_deltalake` with the same checks an
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -158,6 +159,13 @@ class StagedAppend:
             stats_columns=_stats_columns(self.table, self.schema, self.partitions),
             max_rows_per_file=self.max_rows_per_file,
         )
+
+    def discard(self) -> None:
+        """Remove the files written so far: no commit names them, so no reader has seen them."""
+        for action in self.actions:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.uri, action.path))
+        self.actions, self.pieces, self.rows = [], [], 0
 
     def commit(self) -> bool:
         """Add every written piece in one commit; False when the table already held `app_id`."""

@@ -85,6 +85,8 @@ def _both_ways(
     whole_state, parted_state = _state(whole, contract), _state(parted, contract)
     for table in whole_state:
         assert parted_state[table] == whole_state[table], table
+    on_disk = Path(parted.uri(bronze.bronze_table(contract))).rglob("*.parquet")
+    assert len(list(on_disk)) == _files(parted, contract)  # a batch landed whole after all leaves no files behind
     return _files(whole, contract), _files(parted, contract)
 
 
