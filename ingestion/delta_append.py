@@ -108,8 +108,8 @@ def append_frame(
 
 class StagedAppend:
     """An append whose rows arrive in pieces and are committed once: each `write` puts its piece in data files
-    that no reader sees, `commit` adds them all in one commit carrying `app_id`. Dropping the object without
-    committing leaves only unreferenced files (removed by VACUUM), as a crash before the commit does.
+    that no reader sees, `commit` adds them all in one commit carrying `app_id`, `discard` removes them. A crash
+    before either leaves only unreferenced files (removed by VACUUM).
 
     It is what lets ingestion land a large batch part by part with memory for one part, and still keep one
     commit per batch. Object stores and column types this module does not write itself keep the pieces in
