@@ -211,15 +211,13 @@ def _land_by_part(
             bronze.discard()
             return None
     loaded = records - bad
-    reason = f"{bad} of {records} records quarantined ({bad / records:.1%}); the other rows loaded" if bad else None
     confirmed = ""
     if batch.mode == "snapshot":
         held, confirmed = _snapshot_guard(batch, loaded, warehouse)
         if held is not None:
             bronze.discard()
             return None
-        if confirmed:
-            reason = f"{reason + '; ' if reason else ''}{confirmed}"
+    reason = _loaded_reason(bad, records, confirmed)
     if hook is not None:
         hook.record(batch, tally)
     if loaded:
@@ -469,6 +467,15 @@ def _snapshot_guard(batch: Batch, rows: int, warehouse: Warehouse) -> tuple[str 
     )
 
 
+def _loaded_reason(bad: int, records: int, confirmed: str) -> str | None:
+    """The ledger's reason for a loaded batch: the share of its records quarantined, and how a shrinking
+    snapshot was confirmed (`_snapshot_guard`); None when there is neither."""
+    said = [f"{bad} of {records} records quarantined ({bad / records:.1%}); the other rows loaded"] if bad else []
+    if confirmed:
+        said.append(confirmed)
+    return "; ".join(said) or None
+
+
 def _entry(
     batch: Batch, status: str, reason: str | None, loaded: int, bad: int, rule: str | None, delivered: int
 ) -> LedgerEntry:
@@ -498,15 +505,6 @@ def _land(
     share = bad / validated.records if validated.records else 0.0
     quarantine = quarantine_frame(batch, validated)
     rejected = share > reject_share
-    reason = None
-    if rejected:
-        reason = (
-            f"{bad} of {validated.records} records ({share:.1%}) break the contract, more than the "
-            f"{reject_share:.0%} allowed; nothing was loaded. See quarantine/rows for each record and rule, "
-            "fix them at the source and resend the batch"
-        )
-    elif bad:
-        reason = f"{bad} of {validated.records} records quarantined ({share:.1%}); the other rows loaded"
     loaded = 0 if rejected else validated.good.height
     attempt = ""
     if batch.mode == "snapshot" and not rejected:
@@ -517,8 +515,14 @@ def _land(
             entry = _entry(batch, "rejected", held, 0, 0, SNAPSHOT_SHRINK, validated.records)
             write_ledger(warehouse, entry, attempt=rerun)
             return BatchOutcome(contract.id, batch.batch_id, "rejected", held, 0, 0)
-        if attempt:
-            reason = f"{reason + '; ' if reason else ''}{attempt}"
+    if rejected:
+        reason: str | None = (
+            f"{bad} of {validated.records} records ({share:.1%}) break the contract, more than the "
+            f"{reject_share:.0%} allowed; nothing was loaded. See quarantine/rows for each record and rule, "
+            "fix them at the source and resend the batch"
+        )
+    else:
+        reason = _loaded_reason(bad, validated.records, attempt)
     if rerun:
         rows = bronze_rows(batch, validated) if loaded else None
         _replace_batch(warehouse, contract.id, batch.batch_id, contract, rows, quarantine, rerun)

@@ -81,29 +81,18 @@ def append_frame(
     `DeltaAppendError` before writing anything when a non-nullable column holds nulls, when columns are
     missing or extra, or when the existing table has another schema or partitioning.
     """
-    options = dict(storage_options) if storage_options else None
-    table = _open_table(uri, options)
-    if table is not None and table.transaction_version(app_id) is not None:
-        return False
-    if table is not None:
-        schema, partitions = _reconcile(uri, table, schema, partition_by)
-    else:
-        partitions = list(partition_by or [])
-        _check_partition_columns(uri, schema, partitions)
-    data = conform(frame, schema, uri=uri)
-    if not _writes_itself(uri, schema, partitions):
-        _append_with_writer(uri, data, schema, app_id, partitions, options)
-        return True
-    actions = write_data_files(
+    staged = StagedAppend(
         uri,
-        data,
         schema,
-        partition_by=partitions,
-        stats_columns=_stats_columns(table, schema, partitions),
+        app_id=app_id,
+        partition_by=partition_by,
+        storage_options=storage_options,
         max_rows_per_file=max_rows_per_file,
     )
-    commit_files(uri, actions, schema, app_id=app_id, partition_by=partitions, table=table, storage_options=options)
-    return True
+    if staged.done:
+        return False
+    staged.write(frame)
+    return staged.commit()
 
 
 class StagedAppend:
@@ -131,24 +120,24 @@ class StagedAppend:
         self.table = _open_table(uri, self.options)
         #: the table already holds `app_id`: nothing is written and `commit` does nothing
         self.done = self.table is not None and self.table.transaction_version(app_id) is not None
+        self.schema, self.partitions = schema, list(partition_by or [])
+        self.actions: list[AddAction] = []
+        self.pieces: list[pl.DataFrame] = []
+        if self.done:
+            return
         if self.table is not None:
             self.schema, self.partitions = _reconcile(uri, self.table, schema, partition_by)
         else:
-            self.schema, self.partitions = schema, list(partition_by or [])
             _check_partition_columns(uri, schema, self.partitions)
-        self.actions: list[AddAction] = []
-        self.pieces: list[pl.DataFrame] = []
-        self.rows = 0
+        self.writes_itself = _writes_itself(uri, self.schema, self.partitions)
 
     def write(self, frame: pl.DataFrame | pa.Table) -> None:
-        """Check one piece against the schema (`conform`) and write it, uncommitted."""
+        """Check one piece against the schema (`conform`) and write it, uncommitted. Raises `DeltaAppendError`
+        before writing anything when the piece does not fit the schema."""
         if self.done:
             return
         data = conform(frame, self.schema, uri=self.uri)
-        self.rows += data.height
-        if not data.height:
-            return
-        if not _writes_itself(self.uri, self.schema, self.partitions):
+        if not self.writes_itself:
             self.pieces.append(data)
             return
         self.actions += write_data_files(
@@ -162,19 +151,20 @@ class StagedAppend:
 
     def discard(self) -> None:
         """Remove the files written so far: no commit names them, so no reader has seen them."""
+        if self.done:
+            return
         for action in self.actions:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.uri, action.path))
-        self.actions, self.pieces, self.rows = [], [], 0
+        self.actions, self.pieces = [], []
 
     def commit(self) -> bool:
         """Add every written piece in one commit; False when the table already held `app_id`."""
         if self.done:
             return False
-        if self.pieces:
-            _append_with_writer(
-                self.uri, pl.concat(self.pieces), self.schema, self.app_id, self.partitions, self.options
-            )
+        if not self.writes_itself:
+            data = pl.concat(self.pieces) if self.pieces else conform(self.schema.empty_table(), self.schema)
+            _append_with_writer(self.uri, data, self.schema, self.app_id, self.partitions, self.options)
         else:
             commit_files(
                 self.uri,

@@ -332,32 +332,24 @@ def _check_columns(
     """Every column checked, and the duplicate-key mask (None without a primary key).
 
     On large batches this thread checks the key columns and then searches the duplicates while a
-    worker thread checks the other columns: the two halves take about the same time. Without a key,
-    the two threads share the columns. `known`: the key columns, already checked (`check_keys`).
+    worker thread checks the other columns: the two halves take about the same time. Without a key
+    to check (none, or `known`: the key columns already checked by `check_keys`), the two threads
+    share the columns.
     """
+    checked = dict(known or {})
     keys = [contract.column(k) for k in contract.primary_key]
+    to_check = [c for c in keys if c.name not in checked]
     others = [c for c in contract.columns if c.name not in contract.primary_key]
-    if known is not None:
-        checked = dict(known)
-        if raw.height < _PARALLEL_ROWS:
-            checked.update({c.name: _check_column(c, raw[c.name]) for c in others})
-        else:
-            with ThreadPoolExecutor(1) as worker:
-                pending = [(c.name, worker.submit(_check_column, c, raw[c.name])) for c in others[1::2]]
-                checked.update({c.name: _check_column(c, raw[c.name]) for c in others[::2]})
-                checked.update({name: future.result() for name, future in pending})
-        return checked, _duplicate_keys([checked[k.name].typed for k in keys])
     if raw.height < _PARALLEL_ROWS:
-        checked = {c.name: _check_column(c, raw[c.name]) for c in contract.columns}
-    else:
-        here, there = (keys, others) if keys else (others[::2], others[1::2])
-        with ThreadPoolExecutor(1) as worker:
-            pending = [(c.name, worker.submit(_check_column, c, raw[c.name])) for c in there]
-            checked = {c.name: _check_column(c, raw[c.name]) for c in here}
-            duplicates = _duplicate_keys([checked[k.name].typed for k in keys]) if keys else None
-            checked.update({name: future.result() for name, future in pending})
-        return checked, duplicates
-    return checked, (_duplicate_keys([checked[k.name].typed for k in keys]) if keys else None)
+        checked.update({c.name: _check_column(c, raw[c.name]) for c in to_check + others})
+        return checked, (_duplicate_keys([checked[k.name].typed for k in keys]) if keys else None)
+    here, there = (to_check, others) if to_check else (others[::2], others[1::2])
+    with ThreadPoolExecutor(1) as worker:
+        pending = [(c.name, worker.submit(_check_column, c, raw[c.name])) for c in there]
+        checked.update({c.name: _check_column(c, raw[c.name]) for c in here})
+        duplicates = _duplicate_keys([checked[k.name].typed for k in keys]) if keys else None
+        checked.update({name: future.result() for name, future in pending})
+    return checked, duplicates
 
 
 def check_keys(raw: pl.DataFrame, contract: Contract) -> dict[str, Checked]:
