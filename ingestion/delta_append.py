@@ -36,6 +36,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
+from ingestion.delta_tables import latest
+
 # parquet-rs (which delta-rs writes with) truncates string statistics to 64 bytes.
 STATS_TRUNCATE_BYTES = 64
 # delta.dataSkippingNumIndexedCols when the table does not set it.
@@ -117,7 +119,7 @@ class StagedAppend:
     ) -> None:
         self.uri, self.app_id, self.max_rows_per_file = uri, app_id, max_rows_per_file
         self.options = dict(storage_options) if storage_options else None
-        self.table = _open_table(uri, self.options)
+        self.table = latest(uri, self.options)
         #: the table already holds `app_id`: nothing is written and `commit` does nothing
         self.done = self.table is not None and self.table.transaction_version(app_id) is not None
         self.schema, self.partitions = schema, list(partition_by or [])
@@ -161,6 +163,12 @@ class StagedAppend:
     def commit(self) -> bool:
         """Add every written piece in one commit; False when the table already held `app_id`."""
         if self.done:
+            return False
+        if self.table is not None and self.table.transaction_version(self.app_id) is not None:
+            # The snapshot is shared with this thread's other openers (`delta_tables`): one of them moved it past
+            # a commit of `app_id` made since `__init__`, which delta-rs's conflict check can then no longer see.
+            self.discard()
+            self.done = True
             return False
         if not self.writes_itself:
             data = pl.concat(self.pieces) if self.pieces else conform(self.schema.empty_table(), self.schema)
@@ -544,12 +552,6 @@ def _check_nulls(data: pl.DataFrame, schema: pa.Schema, uri: str) -> None:
             f"have no value (the first is row {first} of the data, counting from 0); nothing was written. "
             "Fill the column before appending, or declare it nullable in the schema (the contract)."
         )
-
-
-def _open_table(uri: str, options: dict[str, str] | None) -> DeltaTable | None:
-    if not DeltaTable.is_deltatable(uri, storage_options=options):
-        return None
-    return DeltaTable(uri, storage_options=options)
 
 
 def _reconcile(

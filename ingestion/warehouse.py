@@ -14,6 +14,8 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from ingestion.delta_tables import latest
+
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops", "share")
 
 # The tables whose paths other tools rely on (../shared/DESIGN.md).
@@ -47,6 +49,22 @@ def _s3_options_from_env() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class Vacuumed:
+    """What `Warehouse.vacuum` deleted (or, in a dry run, would delete) from one table."""
+
+    table: str
+    files: int
+    bytes: int
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+@dataclass(frozen=True)
 class Warehouse:
     """A warehouse root plus the options needed to reach it."""
 
@@ -76,7 +94,11 @@ class Warehouse:
         return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options or None)
 
     def table(self, table: str) -> DeltaTable:
-        return DeltaTable(self.uri(table), storage_options=self.storage_options or None)
+        """The table at its latest version; shared with this thread's other callers (`delta_tables.latest`)."""
+        opened = latest(self.uri(table), self.storage_options or None)
+        if opened is None:  # raises deltalake's own TableNotFoundError, naming the path
+            return DeltaTable(self.uri(table), storage_options=self.storage_options or None)
+        return opened
 
     def options(self) -> dict[str, str] | None:
         return self.storage_options or None
@@ -99,6 +121,31 @@ class Warehouse:
             return False
         delta.create_checkpoint()
         return True
+
+    def local_tables(self) -> list[str]:
+        """Every Delta table of a local warehouse, as `<layer>/<path>`, in path order."""
+        found = []
+        for layer in LAYERS:
+            for folder, subfolders, _ in os.walk(Path(self.root) / layer):
+                if "_delta_log" in subfolders:
+                    found.append(Path(folder).relative_to(self.root).as_posix())
+                    subfolders.clear()  # a table's partition folders hold no other table
+                else:
+                    subfolders.sort()
+        return sorted(found)
+
+    def vacuum(self, table: str, retention_hours: int, *, dry_run: bool = False) -> Vacuumed:
+        """Delete the files of `table` that no version younger than `retention_hours` reads: files a commit
+        removed (overwrites, compaction, merges), change-feed files, and files no commit ever named (a process
+        killed between writing a batch's files and committing them). Younger files stay, so a run in progress,
+        time travel and change feeds within the retention are unaffected. Delta refuses a retention below the
+        table's `delta.deletedFileRetentionDuration` (7 days unless set). Commits only when it deletes."""
+        delta = self.table(table)
+        files = delta.vacuum(retention_hours=retention_hours, dry_run=True, full=True)
+        size = sum(_size(os.path.join(self.root, table, f)) for f in files) if self.is_local else 0
+        if files and not dry_run:
+            delta.vacuum(retention_hours=retention_hours, dry_run=False, full=True)
+        return Vacuumed(table, len(files), size)
 
     def _read_file_by_file(self, table: str, partitioned_by: list[str]) -> DeltaTable | None:
         """The table when DuckDB's Parquet reader reads its files exactly as Delta would: local, reader version 1

@@ -455,6 +455,61 @@ def ledger(
         console.print("no batch " + ("rejected " if rejected_only else "") + "in the ledger yet")
 
 
+@app.command("maintain")
+def maintain(
+    warehouse: str | None = typer.Option(None, "--warehouse"),
+    retention_hours: int = typer.Option(
+        168, "--retention-hours", help="Keep every file a version younger than this reads (Delta's minimum: 168)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted."),
+) -> None:
+    """VACUUM every Delta table: delete the files that no version younger than the retention reads."""
+    from deltalake.exceptions import DeltaError
+
+    from ingestion.settings import Settings
+    from orchestration.maintenance import vacuum_warehouse
+    from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
+
+    if retention_hours < 0:
+        raise _fail(f"--retention-hours must be 0 or more (168 = 7 days, Delta's default), not {retention_hours}")
+    store = existing_warehouse(warehouse or Settings.from_env().warehouse)
+    if not store.is_local:
+        raise _fail(
+            f"`yiwang maintain` walks a local warehouse; {store.root} is on object storage: expire old "
+            "files with the bucket's lifecycle rules, or VACUUM per table from Spark",
+            2,
+        )
+    from rich.progress import Progress
+
+    try:
+        with run_lock(store.root), Progress(console=console, transient=True) as progress:
+            task = progress.add_task("vacuum", total=len(store.local_tables()))
+            results = vacuum_warehouse(
+                store, retention_hours, dry_run=dry_run, on_table=lambda r: progress.advance(task)
+            )
+    except RunLockHeld as held:
+        raise _fail(str(held), LOCKED) from None
+    except DeltaError as error:
+        raise _fail(
+            f"VACUUM refused: {str(error).removeprefix('Generic error: ')}; keep --retention-hours at "
+            "the tables' retention (168 unless delta.deletedFileRetentionDuration says otherwise)",
+            2,
+        ) from None
+    _print_vacuumed(results, dry_run, retention_hours)
+
+
+def _print_vacuumed(results, dry_run: bool, retention_hours: int) -> None:
+    touched = [r for r in results if r.files]
+    verb = "would delete" if dry_run else "deleted"
+    for result in touched:
+        console.print(f"  {result.table}: {verb} {result.files:,} file(s), {result.bytes / 2**20:,.1f} MiB")
+    files, size = sum(r.files for r in touched), sum(r.bytes for r in touched)
+    console.print(
+        f"[bold]{len(results)} tables[/]: {verb} {files:,} file(s), {size / 2**20:,.1f} MiB "
+        f"(files no version younger than {retention_hours} h reads)"
+    )
+
+
 def _contract_ids() -> set[str]:
     from ingestion.contract import load_contracts
 

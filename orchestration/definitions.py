@@ -23,6 +23,7 @@ from orchestration.crosscheck_assets import crosscheck
 from orchestration.dbt_assets import build_dbt_definitions
 from orchestration.dispatch_assets import dispatch_assets, dispatch_checks
 from orchestration.ingestion_assets import ingestion_assets, ingestion_checks, new_landing_batches
+from orchestration.maintenance import warehouse_maintenance, weekly_maintenance
 from orchestration.quality_assets import quality_assets, quality_checks
 from orchestration.resources import PlatformResource
 from orchestration.sharing_assets import sharing_assets
@@ -69,8 +70,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         # groups by business domain, the layer as a tag, freshness from the cadences (asset_layout.py)
         assets=lay_out([*assets, *sharing, *analytics_assets([*assets, *sharing])]),
         asset_checks=[*ingestion_checks(), *quality_checks(), *dispatch_checks(), *video_checks()],
-        jobs=[platform_build, land_batches],
-        schedules=[nightly_build],
+        jobs=[platform_build, land_batches, warehouse_maintenance],
+        schedules=[nightly_build, weekly_maintenance],
         sensors=[new_landing_batches, *video_sensors()],
         resources={"platform": PlatformResource.from_settings(settings), **dbt_resources},
     )
