@@ -5,8 +5,9 @@ bronze rows, quarantine rows, ledger row. The ledger row is the commit point: do
 only batches the ledger calls `loaded`, and a re-run after a crash skips the writes already done,
 so a killed process leaves nothing visible and the next run ends exactly like a clean one.
 
-A batch of more than PART_BY_PART_ROWS rows in several parts is landed one part at a time under the same commits
-(`_land_by_part`), so memory holds one part of it.
+A batch of more than PART_BY_PART_ROWS rows in several parts, or with a large Parquet part of several row groups, is
+landed one piece (a part, or a run of a Parquet part's row groups) at a time under the same commits (`_land_by_part`),
+so memory holds one piece of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ingestion.landing import (
     Batch,
     BatchDir,
     BatchRejected,
+    PartFile,
     batch_ordinal,
     extraction_date,
     open_batch,
@@ -48,16 +50,17 @@ from ingestion.ledger import (
     write_ledger,
     write_quarantine,
 )
-from ingestion.readers import ROW_NUMBER, SOURCE_FILE, Malformed, ReadResult, read_batch, read_part
+from ingestion.readers import ROW_NUMBER, SOURCE_FILE, Malformed, ReadResult, parquet_slices, read_batch, read_part
 from ingestion.validation import Checked, Validated, check_keys, raw_records, validate
 from ingestion.warehouse import QUARANTINE_ROWS, Warehouse
 
 DEFAULT_REJECT_SHARE = 0.05
 DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
-# A batch of more rows than this, delivered in more than one part, is landed part by part (`_land_by_part`):
-# memory for one part instead of the batch, for 1.1-1.5 times the batch's landing time (bench/RESULTS.md, issue
-# 16 (g)). Up to this size the whole batch is held: about 1 GB above what the process holds, at 1 M rows.
-# YIWANG_PART_BY_PART_ROWS overrides it.
+# A batch of more rows than this, delivered in more than one part or in a Parquet part of several row groups, is
+# landed piece by piece (`_land_by_part`; a Parquet part of more rows than this is read in runs of row groups of at
+# most this many rows): memory for one piece instead of the batch, for 1.1-1.5 times the batch's landing time
+# (bench/RESULTS.md, issue 16 (g)). Up to this size the whole batch is held: about 1 GB above what the process
+# holds, at 1 M rows. YIWANG_PART_BY_PART_ROWS overrides it.
 PART_BY_PART_ROWS = 1_000_000
 
 
@@ -102,9 +105,9 @@ def ingest_batch(
         return BatchOutcome(batch_dir.contract_id, batch_dir.batch_id, "rejected", rejected.message)
     if as_of is not None and extraction_date(batch) > as_of:
         return BatchOutcome(batch.contract.id, batch.batch_id, "not_due", f"extracted after {as_of}")
-    if _lands_by_part(batch, on_validated, attempt):
+    if pieces := _pieces_to_land(batch, on_validated, attempt):
         hook = on_validated if isinstance(on_validated, PartwiseHook) else None
-        outcome = _land_by_part(batch, warehouse, reject_share, hook)
+        outcome = _land_by_part(batch, pieces, warehouse, reject_share, hook)
         if outcome is not None:
             return outcome
     try:
@@ -138,15 +141,26 @@ class PartwiseHook(Protocol):
     def record(self, batch: Batch, tally: Any) -> None: ...
 
 
-def _lands_by_part(batch: Batch, on_validated: Callable[[Batch, Validated], None] | None, attempt: str) -> bool:
+# One piece of a batch landed piece by piece: a part, or a run of a Parquet part's row groups.
+Piece = tuple[PartFile, range | None]
+
+
+def _pieces_to_land(
+    batch: Batch, on_validated: Callable[[Batch, Validated], None] | None, attempt: str
+) -> list[Piece] | None:
+    """The pieces to land `batch` in one at a time, or None: land it whole."""
     hook_can = on_validated is None or (isinstance(on_validated, PartwiseHook) and on_validated.by_part)
-    return (
-        hook_can
-        and not attempt
-        and not batch.contract.is_image
-        and len(batch.parts) > 1
-        and batch.rows > part_by_part_rows()
-    )
+    limit = part_by_part_rows()
+    if not hook_can or attempt or batch.contract.is_image or batch.rows <= limit:
+        return None
+    pieces: list[Piece] = []
+    for part in batch.parts:
+        slices = parquet_slices(part, limit) if part.rows > limit else None
+        if slices:
+            pieces.extend((part, rows) for rows in slices)
+        else:
+            pieces.append((part, None))
+    return pieces if len(pieces) > 1 else None
 
 
 def part_by_part_rows() -> int:
@@ -164,13 +178,13 @@ def part_by_part_rows() -> int:
 
 
 def _land_by_part(
-    batch: Batch, warehouse: Warehouse, reject_share: float, hook: PartwiseHook | None
+    batch: Batch, pieces: list[Piece], warehouse: Warehouse, reject_share: float, hook: PartwiseHook | None
 ) -> BatchOutcome | None:
-    """Land a large batch one part at a time, so that memory holds one part, not the batch; None: land it whole.
+    """Land a large batch one piece at a time, so that memory holds one piece, not the batch; None: land it whole.
 
-    A first pass reads each part for its primary keys and keeps the keys that more than one part holds (the
+    A first pass reads each piece for its primary keys and keeps the keys that more than one piece holds (the
     duplicates only the whole batch shows; `_first_pass`). The second reads, validates (those keys are duplicates
-    too) and writes each part to bronze as data files that no reader sees; the batch is committed as one Delta commit
+    too) and writes each piece to bronze as data files that no reader sees; the batch is committed as one Delta commit
     after its last part, as a whole batch is, and its quarantine rows, quality results and ledger row are those
     of the whole batch. Where the outcome is not `loaded` (too many bad records, a snapshot held, a damaged or
     malformed file) the files written so far are removed, nothing is committed and the caller lands the batch
@@ -192,7 +206,7 @@ def _land_by_part(
     with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool, TemporaryDirectory(prefix="yiwang-") as spill:
         checksums = pool.submit(verify_checksums, batch)
         try:
-            elsewhere, parts = _first_pass(batch, Path(spill))
+            elsewhere, parts = _first_pass(batch, pieces, Path(spill))
             for validate_part in parts:
                 validated = validate_part(elsewhere=elsewhere)
                 records += validated.records
@@ -234,26 +248,29 @@ def _land_by_part(
     return BatchOutcome(contract.id, batch.batch_id, "loaded", reason, loaded, bad)
 
 
-def _first_pass(batch: Batch, spill: Path) -> tuple[pl.DataFrame | None, list[Callable[[], Validated]]]:
-    """The complete primary keys that more than one part of the batch holds (None without a key), and how the
-    second pass validates each part.
+def _first_pass(
+    batch: Batch, pieces: list[Piece], spill: Path
+) -> tuple[pl.DataFrame | None, list[Callable[[], Validated]]]:
+    """The complete primary keys that more than one piece of the batch holds (None without a key), and how the
+    second pass validates each piece.
 
-    Each part's key columns are checked here, as validation checks them, and handed to its validation. A Parquet
-    part is read for its key columns alone, and read whole in the second pass. A CSV or JSON-lines part is parsed
+    Each piece's key columns are checked here, as validation checks them, and handed to its validation. A Parquet
+    piece is read for its key columns alone, and read whole in the second pass. A CSV or JSON-lines part is parsed
     once: its rows are kept in an uncompressed Arrow IPC file under `spill` for the second pass, which reads them
     back at disk speed instead of parsing the text again (JSON lines parse in Python). Which keys repeat across
     parts is found on 64-bit hashes and then confirmed on the values, so a hash collision cannot make a duplicate.
     """
     contract = batch.contract
     if not contract.primary_key:
-        return None, [partial(_validated, contract, partial(read_part, batch, part)) for part in batch.parts]
+        reads = [partial(read_part, batch, part, None, rows) for part, rows in pieces]
+        return None, [partial(_validated, contract, read) for read in reads]
     names = list(contract.primary_key)
     keys: list[pl.DataFrame] = []
     parts: list[Callable[[], Validated]] = []
-    for number, part in enumerate(batch.parts):
+    for number, (part, rows) in enumerate(pieces):
         if part.format == "parquet":
-            read: Callable[[], ReadResult] = partial(read_part, batch, part)
-            frame = read_part(batch, part, names).frame
+            read: Callable[[], ReadResult] = partial(read_part, batch, part, None, rows)
+            frame = read_part(batch, part, names, rows).frame
         else:
             result = read_part(batch, part)
             frame = result.frame

@@ -524,18 +524,50 @@ def _json_value(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_parquet(part: PartFile, contract: Contract, columns: Sequence[str] | None = None) -> ReadResult:
+def _read_parquet(
+    part: PartFile, contract: Contract, columns: Sequence[str] | None = None, row_groups: range | None = None
+) -> ReadResult:
     """Arrow's reader. (polars' own reader is about three times faster, but a damaged page can make it abort
-    the whole process, and it reads some files Arrow rejects as damaged.) `columns`: read only those."""
+    the whole process, and it reads some files Arrow rejects as damaged.) `columns`: read only those.
+    `row_groups`: read only those, numbered as in the whole file."""
     try:
         file = pq.ParquetFile(part.path, read_dictionary=_dictionary_only_strings(part.path))
         delivered = file.schema_arrow.names
         wanted = None if columns is None else [c for c in delivered if c in columns]
-        table = _views_of_dictionaries(file.read(columns=wanted))
+        if row_groups is None:
+            table, first = file.read(columns=wanted), 1
+        else:
+            table = file.read_row_groups(list(row_groups), columns=wanted)
+            first = 1 + sum(file.metadata.row_group(g).num_rows for g in range(row_groups.start))
+        table = _views_of_dictionaries(table)
     except (pa.ArrowInvalid, OSError) as error:
         raise BatchRejected("malformed_file", f"{part.name}: not a readable Parquet file ({error})") from None
     _check_columns(contract, delivered, part.name)
-    return ReadResult(_numbered(_to_polars(table), part, contract), [])
+    return ReadResult(_numbered(_to_polars(table), part, contract, first), [])
+
+
+def parquet_slices(part: PartFile, max_rows: int) -> list[range] | None:
+    """The part's row groups in runs of consecutive groups of at most `max_rows` rows together (a larger group is a
+    run alone), for reading a large Parquet part a slice at a time; None when it is read whole: not Parquet, one
+    run, or a footer that is unreadable or disagrees with the manifest (the whole read reports that)."""
+    if part.format != "parquet":
+        return None
+    try:
+        metadata = pq.read_metadata(part.path)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    if metadata.num_rows != part.rows:
+        return None
+    slices: list[range] = []
+    start = rows = 0
+    for group in range(metadata.num_row_groups):
+        size = metadata.row_group(group).num_rows
+        if group > start and rows + size > max_rows:
+            slices.append(range(start, group))
+            start, rows = group, 0
+        rows += size
+    slices.append(range(start, metadata.num_row_groups))
+    return slices if len(slices) > 1 else None
 
 
 # Dictionary indices take at most two bytes a value; plain strings at least four (their length).
@@ -577,10 +609,10 @@ def _views_of_dictionaries(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-def _numbered(frame: pl.DataFrame, part: PartFile, contract: Contract) -> pl.DataFrame:
-    """Row numbers from 1 in file order and the part's name, columns in contract order."""
+def _numbered(frame: pl.DataFrame, part: PartFile, contract: Contract, first: int = 1) -> pl.DataFrame:
+    """Row numbers from `first` in file order and the part's name, columns in contract order."""
     frame = frame.with_columns(
-        pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(ROW_NUMBER),
+        pl.int_range(first, first + frame.height, dtype=pl.Int64).alias(ROW_NUMBER),
         pl.lit(part.name).alias(SOURCE_FILE),
     )
     return _complete(frame, contract)
@@ -605,15 +637,21 @@ def unterminated_quote_line(part: PartFile) -> int | None:
     return data.count(b"\n", 0, opened) + 1
 
 
-def read_part(batch: Batch, part: PartFile, columns: Sequence[str] | None = None) -> ReadResult:
+def read_part(
+    batch: Batch, part: PartFile, columns: Sequence[str] | None = None, row_groups: range | None = None
+) -> ReadResult:
     """One part of a batch, with its row count checked against the manifest. `columns`: the caller needs only
-    these; a Parquet part is read for them alone (the other columns are null), other formats read every column."""
+    these; a Parquet part is read for them alone (the other columns are null), other formats read every column.
+    `row_groups`: one slice of a Parquet part (`parquet_slices`, which checked the footer's count against the
+    manifest), its rows numbered as in the whole part."""
     if part.format == "csv":
         result = _read_csv(part, batch.contract, batch.encoding)
     elif part.format == "jsonl":
         result = _read_jsonl(part, batch.contract, batch.encoding)
     else:
-        result = _read_parquet(part, batch.contract, columns)
+        result = _read_parquet(part, batch.contract, columns, row_groups)
+    if row_groups is not None:
+        return result
     if result.records != part.rows and part.format == "csv" and (line := unterminated_quote_line(part)):
         raise BatchRejected(
             "malformed_file",

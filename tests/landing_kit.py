@@ -29,8 +29,10 @@ def write_batch(
     raw_body: bytes | None = None,
     write_manifest: bool = True,
     parts: int = 1,
+    row_group_size: int | None = None,
 ) -> Path:
-    """Write one batch (parts + `_manifest.json`, the manifest last) and return its directory."""
+    """Write one batch (parts + `_manifest.json`, the manifest last) and return its directory. `row_group_size`:
+    rows per row group of a Parquet part (pyarrow's default: all in one)."""
     contract = get_contract(contract_id)
     encoding = encoding or contract.encoding
     if encoding not in ("utf-8", "gb18030"):
@@ -61,7 +63,7 @@ def write_batch(
             count = len(chunk)
         else:
             table = pa.Table.from_pylist([{c: row.get(c) for c in names} for row in chunk])
-            pq.write_table(table, path)
+            pq.write_table(table, path, row_group_size=row_group_size)
             count = len(chunk)
         files.append({"name": name, "rows": count, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
     manifest = {

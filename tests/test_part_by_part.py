@@ -141,6 +141,32 @@ def test_a_parquet_batch_read_for_its_keys_first_lands_as_in_a_whole_batch(landi
     assert (whole_files, parted_files) == (1, 3)
 
 
+def test_one_large_parquet_part_lands_a_run_of_row_groups_at_a_time(landing, tmp_path, monkeypatch):
+    rows = [_insured(i) for i in range(200)]  # one part, row groups of 32 rows: seven pieces above 10 rows
+    rows[3] = _insured(3, insurance_type="pension-old")  # row group 0
+    rows[50] = _insured(50, contribution_base_cny=-1.0)  # row group 1
+    rows[100] = _insured(1, name="另一人")  # the key of row 1 (row group 0) in row group 3
+    rows[199] = _insured(198)  # the key of row 198 in the same row group (6)
+    write_batch(landing, INSURANCE.id, "20261012T030000", rows, mode="incremental", row_group_size=32)
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch, INSURANCE)
+    assert (whole_files, parted_files) == (1, 7)
+    quarantine = pl.from_arrow(Warehouse.at(tmp_path / "parted").table("quarantine/rows").to_pyarrow_table())
+    assert sorted(quarantine["row_number"]) == [2, 4, 51, 101, 199, 200]  # numbered as in the whole file
+
+
+def test_a_parquet_part_whose_footer_disagrees_with_the_manifest_is_rejected_as_in_a_whole_batch(
+    landing, tmp_path, monkeypatch
+):
+    directory = write_batch(
+        landing, INSURANCE.id, "20261012T030000", [_insured(i) for i in range(40)], row_group_size=8
+    )
+    manifest = json.loads((directory / "_manifest.json").read_text())
+    manifest["files"][0]["rows"] = 41
+    (directory / "_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
+    whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch, INSURANCE)
+    assert whole_files == parted_files == 0
+
+
 def test_too_many_bad_rows_are_rejected_as_in_a_whole_batch(landing, tmp_path, monkeypatch):
     rows = [person(i, gender="x") if i % 7 == 0 else person(i) for i in range(60)]
     write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental", parts=3)
