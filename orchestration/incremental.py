@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -84,26 +84,30 @@ class RunPlan:
 def code_fingerprint(root: Path = REPO_ROOT) -> str:
     """SHA-256 over the path and bytes of every code and configuration file a run uses (about 20 ms)."""
     digest = hashlib.sha256()
-    for folder in CODE_FOLDERS:
-        for path in sorted((root / folder).rglob("*")):
-            if path.suffix in CODE_SUFFIXES and path.is_file() and not SKIPPED_PARTS.intersection(path.parts):
-                digest.update(str(path.relative_to(root)).encode())
-                digest.update(path.read_bytes())
+    for path in sorted(_code_files(root)):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _code_files(root: Path) -> Iterator[Path]:
+    """Never descends into the skipped folders: dbt's target/ keeps thousands of compiled files per invocation,
+    and walking them made a nothing-new run 0.28 s instead of 0.03 s."""
+    for folder in CODE_FOLDERS:
+        for current, subfolders, files in os.walk(root / folder):
+            subfolders[:] = [name for name in subfolders if name not in SKIPPED_PARTS]
+            yield from (Path(current) / name for name in files if name.endswith(CODE_SUFFIXES))
 
 
 def table_versions(warehouse: Warehouse) -> dict[str, int]:
     """`{table path: latest version}` of every Delta table of a local warehouse, read off the log folders' names."""
-    root = Path(warehouse.root)
     versions: dict[str, int] = {}
-    for folder, children, _files in os.walk(root):
-        if "_delta_log" in children:
-            log = Path(folder) / "_delta_log"
-            numbers = [int(name[:-5]) for name in os.listdir(log) if name.endswith(".json") and name[:-5].isdigit()]
-            if numbers:
-                versions[Path(folder).relative_to(root).as_posix()] = max(numbers)
-            children.clear()  # a table's data folders hold no other table
-    return {table: version for table, version in versions.items() if table not in BOOKKEEPING}
+    for table in warehouse.local_tables():
+        log = Path(warehouse.root) / table / "_delta_log"
+        numbers = [int(name[:-5]) for name in os.listdir(log) if name.endswith(".json") and name[:-5].isdigit()]
+        if numbers and table not in BOOKKEEPING:
+            versions[table] = max(numbers)
+    return versions
 
 
 def _duckdb_stamp(path: Path) -> str:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from ingestion.landing import find_batches
 from ingestion.warehouse import Warehouse
 from orchestration.cli import app
-from orchestration.incremental import RUN_STATE, table_versions
+from orchestration.incremental import RUN_STATE, code_fingerprint, table_versions
 from tests.conftest import DemoRun, environment_kept
 
 pytestmark = pytest.mark.slow
@@ -147,3 +147,19 @@ def test_the_incremental_result_equals_a_run_from_scratch(incremental: dict, dem
     assert set(tables) == {t for t in table_versions(built) if t.split("/")[0] in ("silver", "gold")}
     differing = [t for t in tables if not _content(built, t).equals(_content(fresh, t))]
     assert differing == []
+
+
+def test_the_code_fingerprint_reads_code_and_configuration_and_skips_dbt_output(tmp_path: Path) -> None:
+    models = tmp_path / "dbt_project" / "models"
+    models.mkdir(parents=True)
+    (models / "a.sql").write_text("select 1")
+    (tmp_path / "ingestion").mkdir()
+    (tmp_path / "ingestion" / "x.py").write_text("X = 1\n")
+    first = code_fingerprint(tmp_path)
+    for skipped in ("dbt_project/target/run", "dbt_project/logs", "ingestion/__pycache__"):
+        (tmp_path / skipped).mkdir(parents=True)
+        (tmp_path / skipped / "compiled.sql").write_text("select 2")
+    (tmp_path / "ingestion" / "notes.txt").write_text("not code")
+    assert code_fingerprint(tmp_path) == first
+    (models / "a.sql").write_text("select 3")
+    assert code_fingerprint(tmp_path) != first
