@@ -482,7 +482,10 @@ def maintain(
     from rich.progress import Progress
 
     try:
-        with run_lock(store.root), Progress(console=console, transient=True) as progress:
+        with (
+            run_lock(store.root),
+            Progress(console=console, transient=True, disable=not console.is_terminal) as progress,
+        ):
             task = progress.add_task("vacuum", total=len(store.local_tables()))
             results = vacuum_warehouse(
                 store, retention_hours, dry_run=dry_run, on_table=lambda r: progress.advance(task)
@@ -506,7 +509,7 @@ def _print_vacuumed(results, dry_run: bool, retention_hours: int) -> None:
     files, size = sum(r.files for r in touched), sum(r.bytes for r in touched)
     console.print(
         f"[bold]{len(results)} tables[/]: {verb} {files:,} file(s), {size / 2**20:,.1f} MiB "
-        f"(files no version younger than {retention_hours} h reads)"
+        f"(retention {retention_hours} h)"
     )
 
 
