@@ -120,6 +120,7 @@ class StagedAppend:
         self.uri, self.app_id, self.max_rows_per_file = uri, app_id, max_rows_per_file
         self.options = dict(storage_options) if storage_options else None
         self.table = latest(uri, self.options)
+        self.read_version = self.table.version() if self.table is not None else -1
         #: the table already holds `app_id`: nothing is written and `commit` does nothing
         self.done = self.table is not None and self.table.transaction_version(app_id) is not None
         self.schema, self.partitions = schema, list(partition_by or [])
@@ -164,7 +165,8 @@ class StagedAppend:
         """Add every written piece in one commit; False when the table already held `app_id`."""
         if self.done:
             return False
-        if self.table is not None and self.table.transaction_version(self.app_id) is not None:
+        moved = self.table is not None and self.table.version() != self.read_version
+        if moved and self.table.transaction_version(self.app_id) is not None:  # type: ignore[union-attr]
             # The snapshot is shared with this thread's other openers (`delta_tables`): one of them moved it past
             # a commit of `app_id` made since `__init__`, which delta-rs's conflict check can then no longer see.
             self.discard()
