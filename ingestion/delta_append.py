@@ -9,8 +9,8 @@ delta-rs (`create_table_with_add_actions` / `create_write_transaction`) with the
 transaction, which is what makes a re-run after a crash idempotent.
 
 Crash safety: data files are written first and are invisible until the commit that adds them; a
-process killed before the commit leaves only unreferenced files (removed by VACUUM), and a second call
-with the same `app_id` after a successful commit writes nothing.
+process killed before the commit leaves only unreferenced files (removed by VACUUM, `yiwang maintain`), and a
+second call with the same `app_id` after a successful commit writes nothing.
 
 Object stores (`s3://...`) and column types outside the contracts' set (string, int64, float64, bool,
 date32, timestamp[us, UTC]) go through `write_deltalake` with the same checks and the same transaction.
@@ -100,7 +100,7 @@ def append_frame(
 class StagedAppend:
     """An append whose rows arrive in pieces and are committed once: each `write` puts its piece in data files
     that no reader sees, `commit` adds them all in one commit carrying `app_id`, `discard` removes them. A crash
-    before either leaves only unreferenced files (removed by VACUUM).
+    before either leaves only unreferenced files (removed by VACUUM, `yiwang maintain`).
 
     It is what lets ingestion land a large batch part by part with memory for one part, and still keep one
     commit per batch. Object stores and column types this module does not write itself keep the pieces in

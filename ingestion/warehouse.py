@@ -27,6 +27,8 @@ QUALITY_SCORECARD = "ops/quality_scorecard"
 # Ops tables get one small commit per batch; `Warehouse.compact` merges them past this many files.
 COMPACT_AFTER_FILES = 16
 COMPACT_TARGET_BYTES = 32 * 2**20
+# VACUUM keeps every file a version younger than this reads (Delta's default delta.deletedFileRetentionDuration).
+VACUUM_RETENTION_HOURS = 168
 
 
 def _s3_options_from_env() -> dict[str, str]:
@@ -130,8 +132,6 @@ class Warehouse:
                 if "_delta_log" in subfolders:
                     found.append(Path(folder).relative_to(self.root).as_posix())
                     subfolders.clear()  # a table's partition folders hold no other table
-                else:
-                    subfolders.sort()
         return sorted(found)
 
     def vacuum(self, table: str, retention_hours: int, *, dry_run: bool = False) -> Vacuumed:

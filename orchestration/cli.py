@@ -458,8 +458,8 @@ def ledger(
 @app.command("maintain")
 def maintain(
     warehouse: str | None = typer.Option(None, "--warehouse"),
-    retention_hours: int = typer.Option(
-        168, "--retention-hours", help="Keep every file a version younger than this reads (Delta's minimum: 168)."
+    retention_hours: int | None = typer.Option(
+        None, "--retention-hours", help="Keep every file a version younger than this reads (default and minimum 168)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted."),
 ) -> None:
@@ -467,9 +467,11 @@ def maintain(
     from deltalake.exceptions import DeltaError
 
     from ingestion.settings import Settings
+    from ingestion.warehouse import VACUUM_RETENTION_HOURS
     from orchestration.maintenance import vacuum_warehouse
     from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
 
+    retention_hours = VACUUM_RETENTION_HOURS if retention_hours is None else retention_hours
     if retention_hours < 0:
         raise _fail(f"--retention-hours must be 0 or more (168 = 7 days, Delta's default), not {retention_hours}")
     store = existing_warehouse(warehouse or Settings.from_env().warehouse)

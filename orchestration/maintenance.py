@@ -15,15 +15,13 @@ from collections.abc import Callable
 
 from dagster import MetadataValue, OpExecutionContext, ScheduleDefinition, job, op
 
-from ingestion.warehouse import Vacuumed, Warehouse
+from ingestion.warehouse import VACUUM_RETENTION_HOURS, Vacuumed, Warehouse
 from orchestration.resources import PlatformResource
-
-DEFAULT_RETENTION_HOURS = 168
 
 
 def vacuum_warehouse(
     warehouse: Warehouse,
-    retention_hours: int = DEFAULT_RETENTION_HOURS,
+    retention_hours: int = VACUUM_RETENTION_HOURS,
     *,
     dry_run: bool = False,
     on_table: Callable[[Vacuumed], None] | None = None,
