@@ -468,19 +468,17 @@ def maintain(
 
     from ingestion.settings import Settings
     from ingestion.warehouse import VACUUM_RETENTION_HOURS
-    from orchestration.maintenance import vacuum_warehouse
+    from orchestration.maintenance import require_local, vacuum_warehouse
     from orchestration.run_lock import LOCKED, RunLockHeld, run_lock
 
     retention_hours = VACUUM_RETENTION_HOURS if retention_hours is None else retention_hours
     if retention_hours < 0:
         raise _fail(f"--retention-hours must be 0 or more (168 = 7 days, Delta's default), not {retention_hours}")
     store = existing_warehouse(warehouse or Settings.from_env().warehouse)
-    if not store.is_local:
-        raise _fail(
-            f"`yiwang maintain` walks a local warehouse; {store.root} is on object storage: expire old "
-            "files with the bucket's lifecycle rules, or VACUUM per table from Spark",
-            2,
-        )
+    try:
+        require_local(store)
+    except ValueError as refused:
+        raise _fail(str(refused)) from None
     from rich.progress import Progress
 
     try:
@@ -488,17 +486,17 @@ def maintain(
             run_lock(store.root),
             Progress(console=console, transient=True, disable=not console.is_terminal) as progress,
         ):
-            task = progress.add_task("vacuum", total=len(store.local_tables()))
+            tables = store.local_tables()
+            task = progress.add_task("vacuum", total=len(tables))
             results = vacuum_warehouse(
-                store, retention_hours, dry_run=dry_run, on_table=lambda r: progress.advance(task)
+                store, tables, retention_hours, dry_run=dry_run, on_table=lambda r: progress.advance(task)
             )
     except RunLockHeld as held:
         raise _fail(str(held), LOCKED) from None
     except DeltaError as error:
         raise _fail(
             f"VACUUM refused: {str(error).removeprefix('Generic error: ')}; keep --retention-hours at "
-            "the tables' retention (168 unless delta.deletedFileRetentionDuration says otherwise)",
-            2,
+            "the tables' retention (168 unless delta.deletedFileRetentionDuration says otherwise)"
         ) from None
     _print_vacuumed(results, dry_run, retention_hours)
 

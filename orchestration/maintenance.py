@@ -11,7 +11,7 @@ for a week. Runs on the warehouse's run lock: never beside a platform run. `yiwa
 the `warehouse_maintenance` job runs it on Sundays at 04:30 CST.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dagster import MetadataValue, OpExecutionContext, ScheduleDefinition, job, op
 
@@ -19,21 +19,28 @@ from ingestion.warehouse import VACUUM_RETENTION_HOURS, Vacuumed, Warehouse
 from orchestration.resources import PlatformResource
 
 
+def require_local(warehouse: Warehouse) -> None:
+    """ValueError (one line) for a warehouse on object storage: its tables are found by walking a local folder."""
+    if not warehouse.is_local:
+        raise ValueError(
+            f"warehouse {warehouse.root} is on object storage: expire its old files with the bucket's lifecycle "
+            "rules, or run VACUUM per table from Spark (maintenance walks a local folder)"
+        )
+
+
 def vacuum_warehouse(
     warehouse: Warehouse,
+    tables: Sequence[str] | None = None,
     retention_hours: int = VACUUM_RETENTION_HOURS,
     *,
     dry_run: bool = False,
     on_table: Callable[[Vacuumed], None] | None = None,
 ) -> list[Vacuumed]:
-    """VACUUM every table of a local warehouse (`Warehouse.vacuum`); `on_table` hears of each as it is done."""
-    if not warehouse.is_local:
-        raise ValueError(
-            f"warehouse {warehouse.root} is on object storage: expire its old files with the bucket's lifecycle "
-            "rules, or run VACUUM per table from Spark (this command walks a local folder)"
-        )
+    """VACUUM `tables` (every table of the local warehouse when None; `Warehouse.vacuum`); `on_table` hears of
+    each as it is done."""
+    require_local(warehouse)
     done = []
-    for table in warehouse.local_tables():
+    for table in warehouse.local_tables() if tables is None else tables:
         result = warehouse.vacuum(table, retention_hours, dry_run=dry_run)
         done.append(result)
         if on_table is not None:

@@ -107,6 +107,9 @@ def test_the_command_lists_then_deletes_and_refuses_in_one_line(warehouse: Wareh
         assert result.exit_code == code and len(lines) == 1 and words in lines[0], result.output
     missing = runner.invoke(app, ["maintain", "--warehouse", warehouse.root + "-nowhere"], prog_name="yiwang")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    remote = runner.invoke(app, ["maintain", "--warehouse", "s3://bucket/warehouse"], prog_name="yiwang")
+    lines = [line for line in remote.stderr.splitlines() if line.strip()]
+    assert remote.exit_code == 2 and len(lines) == 1 and "object storage" in lines[0], remote.output
     command = [sys.executable, "-c", HOLDER, warehouse.root]
     holder = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:  # a platform run holds the warehouse
