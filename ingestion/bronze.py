@@ -5,9 +5,9 @@ bronze rows, quarantine rows, ledger row. The ledger row is the commit point: do
 only batches the ledger calls `loaded`, and a re-run after a crash skips the writes already done,
 so a killed process leaves nothing visible and the next run ends exactly like a clean one.
 
-A batch of more than PART_BY_PART_ROWS rows in several parts, or with a large Parquet part of several row groups, is
-landed one piece (a part, or a run of a Parquet part's row groups) at a time under the same commits (`_land_by_part`),
-so memory holds one piece of it.
+A batch of more than PART_BY_PART_ROWS rows in several parts, or in one large part, is landed one piece (a part, a
+run of a Parquet part's row groups, a run of at most that many records of a CSV or JSON-lines part) at a time under
+the same commits (`_land_by_part`), so memory holds one piece of it.
 """
 
 from __future__ import annotations
@@ -50,15 +50,25 @@ from ingestion.ledger import (
     write_ledger,
     write_quarantine,
 )
-from ingestion.readers import ROW_NUMBER, SOURCE_FILE, Malformed, ReadResult, parquet_slices, read_batch, read_part
+from ingestion.readers import (
+    ROW_NUMBER,
+    SOURCE_FILE,
+    Malformed,
+    NotInRuns,
+    ReadResult,
+    parquet_slices,
+    read_batch,
+    read_part,
+    read_part_runs,
+)
 from ingestion.validation import Checked, Validated, check_keys, raw_records, validate
 from ingestion.warehouse import QUARANTINE_ROWS, Warehouse
 
 DEFAULT_REJECT_SHARE = 0.05
 DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
-# A batch of more rows than this, delivered in more than one part or in a Parquet part of several row groups, is
-# landed piece by piece (`_land_by_part`; a Parquet part of more rows than this is read in runs of row groups of at
-# most this many rows): memory for one piece instead of the batch, for 1.1-1.5 times the batch's landing time
+# A batch of more rows than this, delivered in more than one part or in one larger part, is landed piece by piece
+# (`_land_by_part`; a part of more rows than this is read in runs of at most this many rows: a Parquet part's row
+# groups, a CSV or JSON-lines part's records): memory for one piece instead of the batch, for 1.1-1.5 times the batch's landing time
 # (bench/RESULTS.md, issue 16 (g)). Up to this size the whole batch is held: about 1 GB above what the process
 # holds, at 1 M rows. YIWANG_PART_BY_PART_ROWS overrides it.
 PART_BY_PART_ROWS = 1_000_000
@@ -141,7 +151,8 @@ class PartwiseHook(Protocol):
     def record(self, batch: Batch, tally: Any) -> None: ...
 
 
-# One piece of a batch landed piece by piece: a part, or a run of a Parquet part's row groups.
+# One piece of a batch landed piece by piece: a part (a CSV or JSON-lines part of more than PART_BY_PART_ROWS records
+# is read in runs of that many: `read_part_runs`), or a run of a Parquet part's row groups.
 Piece = tuple[PartFile, range | None]
 
 
@@ -160,7 +171,8 @@ def _pieces_to_land(
             pieces.extend((part, rows) for rows in slices)
         else:
             pieces.append((part, None))
-    return pieces if len(pieces) > 1 else None
+    in_runs = any(part.format != "parquet" and part.rows > limit for part in batch.parts)
+    return pieces if len(pieces) > 1 or in_runs else None
 
 
 def part_by_part_rows() -> int:
@@ -206,7 +218,7 @@ def _land_by_part(
     with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool, TemporaryDirectory(prefix="yiwang-") as spill:
         checksums = pool.submit(verify_checksums, batch)
         try:
-            elsewhere, parts = _first_pass(batch, pieces, Path(spill))
+            elsewhere, parts = _first_pass(batch, pieces, Path(spill), part_by_part_rows())
             for validate_part in parts:
                 validated = validate_part(elsewhere=elsewhere)
                 records += validated.records
@@ -221,7 +233,7 @@ def _land_by_part(
                 bronze.write(bronze_rows(batch, validated, at))
                 del validated  # before the next part is read: one part in memory, not two
             checksums.result()
-        except BatchRejected:
+        except (BatchRejected, NotInRuns):
             bronze.discard()
             return None
     loaded = records - bad
@@ -249,39 +261,41 @@ def _land_by_part(
 
 
 def _first_pass(
-    batch: Batch, pieces: list[Piece], spill: Path
+    batch: Batch, pieces: list[Piece], spill: Path, max_rows: int
 ) -> tuple[pl.DataFrame | None, list[Callable[[], Validated]]]:
     """The complete primary keys that more than one piece of the batch holds (None without a key), and how the
     second pass validates each piece.
 
     Each piece's key columns are checked here, as validation checks them, and handed to its validation. A Parquet
     piece is read for its key columns alone, and read whole in the second pass. A CSV or JSON-lines part is parsed
-    once: its rows are kept in an uncompressed Arrow IPC file under `spill` for the second pass, which reads them
-    back at disk speed instead of parsing the text again (JSON lines parse in Python). Which keys repeat across
-    parts is found on 64-bit hashes and then confirmed on the values, so a hash collision cannot make a duplicate.
+    once, in runs of at most `max_rows` records (`read_part_runs`): each run is kept in an uncompressed Arrow IPC file
+    under `spill` and is a piece of the second pass, which reads it back at disk speed instead of parsing the text
+    again (JSON lines parse in Python). Which keys repeat across pieces is found on 64-bit hashes and then confirmed
+    on the values, so a hash collision cannot make a duplicate.
     """
     contract = batch.contract
-    if not contract.primary_key:
-        reads = [partial(read_part, batch, part, None, rows) for part, rows in pieces]
-        return None, [partial(_validated, contract, read) for read in reads]
     names = list(contract.primary_key)
     keys: list[pl.DataFrame] = []
     parts: list[Callable[[], Validated]] = []
-    for number, (part, rows) in enumerate(pieces):
+
+    def add(read: Callable[[], ReadResult], frame: pl.DataFrame | None) -> None:
+        known = check_keys(frame, contract) if frame is not None and names else None
+        if known is not None:
+            keys.append(pl.DataFrame([known[k].typed.alias(k) for k in names]).drop_nulls())
+        parts.append(partial(_validated, contract, read, known))
+
+    for part, rows in pieces:
         if part.format == "parquet":
             read: Callable[[], ReadResult] = partial(read_part, batch, part, None, rows)
-            frame = read_part(batch, part, names, rows).frame
-        else:
-            result = read_part(batch, part)
-            frame = result.frame
-            path = spill / f"part-{number:05d}.arrow"
-            frame.write_ipc(path, compression="uncompressed")
-            read = partial(_read_spilled, path, result.malformed)
-            del result
-        known = check_keys(frame, contract)
-        del frame
-        keys.append(pl.DataFrame([known[k].typed.alias(k) for k in names]).drop_nulls())
-        parts.append(partial(_validated, contract, read, known))
+            add(read, read_part(batch, part, names, rows).frame if names else None)
+            continue
+        for run in read_part_runs(batch, part, max_rows):
+            path = spill / f"piece-{len(parts):05d}.arrow"
+            run.frame.write_ipc(path, compression="uncompressed")
+            add(partial(_read_spilled, path, run.malformed), run.frame)
+            del run
+    if not names:
+        return None, parts
     hashes = [k.hash_rows() for k in keys]
     every = pl.concat([h.unique() for h in hashes])
     repeated = every.filter(every.is_duplicated()).unique().implode()

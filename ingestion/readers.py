@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -103,20 +103,20 @@ def _complete(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
 _FIELD_SAFE_ENCODINGS = {"gb18030", "gbk", "gb2312"}
 
 
-def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadResult | None:
-    """The common case without decoding the whole file in Python; None hands the file to `_read_csv`.
+@dataclass(frozen=True)
+class _FastCsv:
+    """How Arrow reads a CSV part on the fast path: where its header ends, its columns, and its options."""
 
-    Measured gain (bench/RESULTS.md, issue 16): a 1 M-row GB 18030 batch (80 MB) in 1.0-1.1 s against 1.7-1.8 s
-    on the exact path; in the whole run at scale 10 the bronze stage is the same either way (41-42 s, within
-    noise: its CSV batches are small); at 1 M residents about 0.7 s per household-registration batch (three in
-    the demo; that whole run was not measured without it). It stays for the per-batch ingestion target (issue 2);
-    tests/test_readers_fast_path.py holds it to the exact path.
+    codec: str
+    start: int  # the length of the byte order mark
+    header: list[str]
+    read_options: pacsv.ReadOptions
+    parse_options: pacsv.ParseOptions
+    convert_options: pacsv.ConvertOptions
 
-    The file is scanned once in small pieces (`_scan`), then Arrow's multithreaded CSV reader parses its
-    bytes as they are. In GB 18030 only the columns that hold non-ASCII bytes are transcoded
-    (`_utf8_column`); ASCII columns are already UTF-8. Anything unusual (undecodable bytes, a header that
-    does not match, a malformed line, a NUL byte) returns None, and the exact path reports it as before.
-    """
+
+def _fast_csv(part: PartFile, contract: Contract, encoding: str) -> _FastCsv | None:
+    """The fast path's plan for a part, or None where the exact path must read it (see `_read_csv_fast`)."""
     try:
         codec = codecs.lookup(encoding).name
     except LookupError:
@@ -134,30 +134,124 @@ def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadRes
     if any(h not in names for h in header) or any(c.required and c.name not in header for c in contract.columns):
         return None
     column_type = pa.string() if codec == "utf-8" else pa.binary()
+    return _FastCsv(
+        codec,
+        start,
+        header,
+        pacsv.ReadOptions(use_threads=True, column_names=header, skip_rows=1, block_size=_BLOCK_SIZE),
+        # No invalid-row handler: a malformed line raises, and the exact path numbers it and keeps its text
+        # (Arrow could only hand the handler the text decoded as UTF-8). Without a quote in the file no value
+        # can hold a line break, and Arrow splits rows faster when told so.
+        pacsv.ParseOptions(newlines_in_values=quoted),
+        # No null detection: an empty field is null, and `_string_view_column` marks those from the value
+        # lengths for less than Arrow's check of every field costs.
+        pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, column_type), null_values=[], strings_can_be_null=False
+        ),
+    )
+
+
+def _fast_frame(table: pa.Table, plan: _FastCsv) -> pl.DataFrame:
+    """Parsed fields (bytes in the part's encoding) as a frame of strings, empty fields null."""
+    frame = pl.from_arrow(pa.table(_string_view_columns(table, plan.codec), names=plan.header))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadResult | None:
+    """The common case without decoding the whole file in Python; None hands the file to `_read_csv`.
+
+    Measured gain (bench/RESULTS.md, issue 16): a 1 M-row GB 18030 batch (80 MB) in 1.0-1.1 s against 1.7-1.8 s
+    on the exact path; in the whole run at scale 10 the bronze stage is the same either way (41-42 s, within
+    noise: its CSV batches are small); at 1 M residents about 0.7 s per household-registration batch (three in
+    the demo; that whole run was not measured without it). It stays for the per-batch ingestion target (issue 2);
+    tests/test_readers_fast_path.py holds it to the exact path.
+
+    The file is scanned once in small pieces (`_scan`), then Arrow's multithreaded CSV reader parses its
+    bytes as they are. In GB 18030 only the columns that hold non-ASCII bytes are transcoded
+    (`_utf8_column`); ASCII columns are already UTF-8. Anything unusual (undecodable bytes, a header that
+    does not match, a malformed line, a NUL byte) returns None, and the exact path reports it as before.
+    """
+    plan = _fast_csv(part, contract, encoding)
+    if plan is None:
+        return None
     try:
         with pa.OSFile(str(part.path)) as source:
-            source.seek(start)  # past the byte order mark
+            source.seek(plan.start)  # past the byte order mark
             table = pacsv.read_csv(
                 source,
-                read_options=pacsv.ReadOptions(
-                    use_threads=True, column_names=header, skip_rows=1, block_size=_BLOCK_SIZE
-                ),
-                # No invalid-row handler: a malformed line raises, and the exact path numbers it and keeps
-                # its text (Arrow could only hand the handler the text decoded as UTF-8). Without a quote in
-                # the file no value can hold a line break, and Arrow splits rows faster when told so.
-                parse_options=pacsv.ParseOptions(newlines_in_values=quoted),
-                # No null detection: an empty field is null, and `_string_view_column` marks those from the
-                # value lengths for less than Arrow's check of every field costs.
-                convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(header, column_type), null_values=[], strings_can_be_null=False
-                ),
+                read_options=plan.read_options,
+                parse_options=plan.parse_options,
+                convert_options=plan.convert_options,
             )
-        arrays = _string_view_columns(table, codec)
+        frame = _fast_frame(table, plan)
     except (pa.ArrowInvalid, UnicodeDecodeError, _NotTranscodable):
         return None  # a malformed file or undecodable bytes: the exact path says which and where
-    frame = pl.from_arrow(pa.table(arrays, names=header))
-    assert isinstance(frame, pl.DataFrame)
     return ReadResult(_numbered(frame, part, contract), [])
+
+
+class NotInRuns(Exception):
+    """A part that cannot be read a run of rows at a time as it reads whole (a line the fast CSV reader leaves
+    to the exact one, bytes that do not decode, fields outside the contract, a record count that disagrees
+    with the manifest): read it whole, which names the problem and decides the batch."""
+
+
+def read_part_runs(batch: Batch, part: PartFile, max_rows: int) -> Iterator[ReadResult]:
+    """A CSV or JSON-lines part in runs of at most `max_rows` records, numbered as in the whole part, so that
+    memory holds one run of a part of any size (a Parquet part is sliced by its row groups: `parquet_slices`).
+
+    A part of at most `max_rows` records is one run, read as `read_part` reads it. Otherwise the records stream
+    from the file: CSV through Arrow's streaming reader with the fast path's options, JSON lines through an
+    incremental decoder; the count is checked against the manifest after the last run. Raises `NotInRuns`
+    where only the whole read can say what is wrong.
+    """
+    if part.rows <= max_rows:
+        yield read_part(batch, part)
+        return
+    if part.format == "csv":
+        runs = _csv_runs(part, batch.contract, batch.encoding, max_rows)
+    elif part.format == "jsonl":
+        runs = _jsonl_runs(part, batch.contract, batch.encoding, max_rows)
+    else:
+        raise ValueError(f"{part.name}: only CSV and JSON-lines parts are read in runs of records")
+    records = 0
+    for run in runs:
+        records += run.records
+        yield run
+    if records != part.rows:
+        raise NotInRuns(f"{part.name}: {records} records against {part.rows} in the manifest")
+
+
+def _csv_runs(part: PartFile, contract: Contract, encoding: str, max_rows: int) -> Iterator[ReadResult]:
+    plan = _fast_csv(part, contract, encoding)
+    if plan is None:
+        raise NotInRuns(f"{part.name}: left to the exact CSV reader")
+    first = 1
+    try:
+        with pa.OSFile(str(part.path)) as source:
+            source.seek(plan.start)
+            reader = pacsv.open_csv(
+                source,
+                read_options=plan.read_options,
+                parse_options=plan.parse_options,
+                convert_options=plan.convert_options,
+            )
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            for block in reader:
+                pending.append(block)
+                held += block.num_rows
+                while held >= max_rows:
+                    table = pa.Table.from_batches(pending, reader.schema)
+                    run, rest = table.slice(0, max_rows), table.slice(max_rows)
+                    yield ReadResult(_numbered(_fast_frame(run, plan), part, contract, first), [])
+                    first += max_rows
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held or first == 1:
+                table = pa.Table.from_batches(pending, reader.schema)
+                yield ReadResult(_numbered(_fast_frame(table, plan), part, contract, first), [])
+    except (pa.ArrowInvalid, UnicodeDecodeError, _NotTranscodable) as error:
+        raise NotInRuns(f"{part.name}: {error}") from None
 
 
 _COLUMN_THREADS = min(4, os.cpu_count() or 1)
@@ -474,41 +568,100 @@ def _good_row_numbers(good: int, bad_records: list[int]) -> pl.Series:
 
 
 def _read_jsonl(part: PartFile, contract: Contract, encoding: str) -> ReadResult:
-    text = _decode(part, encoding)
-    names = contract.column_names
-    allowed = set(names)
-    columns: dict[str, list[str | None]] = {n: [] for n in names}
-    numbers: list[int] = []
-    malformed: list[Malformed] = []
-    unexpected: set[str] = set()
-    record = 0
-    for line in text.splitlines():
+    records = _JsonRecords(part, contract)
+    for line in _decode(part, encoding).splitlines():
+        records.add(line)
+    return records.result()
+
+
+class _JsonRecords:
+    """JSON lines, one record per non-blank line, collected as columns of text; record numbers continue from
+    one `result` to the next (a part read in runs)."""
+
+    def __init__(self, part: PartFile, contract: Contract) -> None:
+        self.part, self.contract = part, contract
+        self.allowed = set(contract.column_names)
+        self.record = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.columns: dict[str, list[str | None]] = {n: [] for n in self.contract.column_names}
+        self.numbers: list[int] = []
+        self.malformed: list[Malformed] = []
+        self.unexpected: set[str] = set()
+
+    @property
+    def held(self) -> int:
+        return len(self.numbers) + len(self.malformed)
+
+    def add(self, line: str) -> None:
         if not line.strip():
-            continue
-        record += 1
+            return
+        self.record += 1
+        record, name = self.record, self.part.name
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as error:
-            malformed.append(Malformed(part.name, record, line, f"line {record}: not valid JSON ({error.msg})"))
-            continue
+            self.malformed.append(Malformed(name, record, line, f"line {record}: not valid JSON ({error.msg})"))
+            return
         if not isinstance(obj, dict):
-            malformed.append(Malformed(part.name, record, line, f"line {record}: not a JSON object"))
-            continue
-        unexpected.update(k for k in obj if k not in allowed)
-        numbers.append(record)
-        for name in names:
-            columns[name].append(_json_value(obj.get(name)))
-    if unexpected:
-        raise BatchRejected(
-            "columns",
-            f"{part.name}: fields not in contract {contract.id} v{contract.version}: {sorted(unexpected)}. "
-            "Deliver exactly the contract's fields",
+            self.malformed.append(Malformed(name, record, line, f"line {record}: not a JSON object"))
+            return
+        self.unexpected.update(k for k in obj if k not in self.allowed)
+        self.numbers.append(record)
+        for column, values in self.columns.items():
+            values.append(_json_value(obj.get(column)))
+
+    def result(self) -> ReadResult:
+        """The records since the last result."""
+        names, contract = self.contract.column_names, self.contract
+        if self.unexpected:
+            raise BatchRejected(
+                "columns",
+                f"{self.part.name}: fields not in contract {contract.id} v{contract.version}: "
+                f"{sorted(self.unexpected)}. Deliver exactly the contract's fields",
+            )
+        frame = pl.DataFrame(
+            {**self.columns, ROW_NUMBER: self.numbers, SOURCE_FILE: [self.part.name] * len(self.numbers)},
+            schema={**dict.fromkeys(names, pl.String), ROW_NUMBER: pl.Int64, SOURCE_FILE: pl.String},
         )
-    frame = pl.DataFrame(
-        {**columns, ROW_NUMBER: numbers, SOURCE_FILE: [part.name] * len(numbers)},
-        schema={**dict.fromkeys(names, pl.String), ROW_NUMBER: pl.Int64, SOURCE_FILE: pl.String},
-    )
-    return ReadResult(frame, malformed)
+        result = ReadResult(frame, self.malformed)
+        self._start()
+        return result
+
+
+_TEXT_PIECE = 4 << 20  # bytes decoded at a time when a JSON-lines part is read in runs
+
+
+def _jsonl_runs(part: PartFile, contract: Contract, encoding: str, max_rows: int) -> Iterator[ReadResult]:
+    records = _JsonRecords(part, contract)
+    try:
+        for line in _lines(part, encoding):
+            records.add(line)
+            if records.held == max_rows:
+                yield records.result()
+        if records.held or records.record == 0:
+            yield records.result()
+    except (UnicodeDecodeError, LookupError, BatchRejected) as error:
+        raise NotInRuns(f"{part.name}: {error}") from None
+
+
+def _lines(part: PartFile, encoding: str) -> Iterable[str]:
+    """The lines of `_decode(part, encoding).splitlines()`, decoded a piece at a time. A line break split
+    between two pieces (CR, then LF) gives one more blank line, which holds no record."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    carried, first = "", True
+    with open(part.path, "rb") as file:
+        while True:
+            data = file.read(_TEXT_PIECE)
+            text = carried + decoder.decode(data, final=not data)
+            if first and text:  # the first whole character: a byte order mark is not a record's
+                text, first = text.removeprefix("\ufeff"), False
+            lines = text.splitlines(keepends=True)
+            carried = lines.pop() if data and lines and len(lines[-1].splitlines()[0]) == len(lines[-1]) else ""
+            yield from (line.splitlines()[0] for line in lines)
+            if not data:
+                return
 
 
 def _json_value(value: object) -> str | None:

@@ -7,17 +7,20 @@ import json
 import tempfile
 from pathlib import Path
 
+import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestion.bronze import ingest_batch
 from ingestion.contract import batch_contracts
-from ingestion.landing import find_batches
+from ingestion.landing import BatchRejected, find_batches, open_batch
 from ingestion.ledger import read_ledger
+from ingestion.readers import NotInRuns, ReadResult, read_part, read_part_runs
 from ingestion.warehouse import Warehouse
 from tests.landing_kit import write_batch
 
 CONTRACTS = sorted(batch_contracts())
+TEXT_CONTRACTS = [c for c in CONTRACTS if batch_contracts()[c].file_format in ("csv", "jsonl")]
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
@@ -75,3 +78,57 @@ def test_random_manifests(manifest):
         raw = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
         (directory / "_manifest.json").write_bytes(raw)
         assert _one_batch(landing, warehouse) == "rejected"
+
+
+def _in_runs_or_whole(landing: Path, max_rows: int) -> tuple[ReadResult | None, ReadResult | None]:
+    """One part read whole and in runs (concatenated); None where that read refuses the part."""
+    (batch_dir,) = find_batches(landing)
+    batch = open_batch(batch_dir, checksums=False)
+    (part,) = batch.parts
+    try:
+        whole: ReadResult | None = read_part(batch, part)
+    except BatchRejected:
+        whole = None
+    try:
+        runs = list(read_part_runs(batch, part, max_rows))
+    except (NotInRuns, BatchRejected):
+        return whole, None
+    assert all(run.records <= max_rows for run in runs) or len(runs) == 1
+    frame = pl.concat([run.frame for run in runs], how="vertical_relaxed")
+    return whole, ReadResult(frame, [m for run in runs for m in run.malformed])
+
+
+def _same_read(whole: ReadResult | None, in_runs: ReadResult | None) -> None:
+    if in_runs is None:
+        return  # the batch lands whole, which decides it
+    assert whole is not None, "runs never take what the whole read refuses"
+    assert in_runs.frame.equals(whole.frame)
+    assert in_runs.malformed == whole.malformed
+
+
+@FUZZ
+@given(contract_id=st.sampled_from(TEXT_CONTRACTS), data=st.data(), max_rows=st.integers(1, 4))
+def test_random_rows_read_in_runs_are_the_part_read_whole(contract_id, data, max_rows):
+    contract = batch_contracts()[contract_id]
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries({c: _VALUE for c in contract.column_names}), min_size=0, max_size=12)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_batch(Path(tmp), contract_id, "20261101T000000", rows, mode="incremental")
+        _same_read(*_in_runs_or_whole(Path(tmp), max_rows))
+
+
+@FUZZ
+@given(
+    contract_id=st.sampled_from(TEXT_CONTRACTS),
+    lines=st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("latin-1")))),
+    max_rows=st.integers(1, 3),
+    claimed_rows=st.integers(0, 12),
+)
+def test_random_lines_read_in_runs_are_the_part_read_whole(contract_id, lines, max_rows, claimed_rows):
+    contract = batch_contracts()[contract_id]
+    header = ",".join(contract.column_names) if contract.file_format == "csv" else ""
+    body = "\n".join([header, *lines]).encode(contract.encoding, errors="replace")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_batch(Path(tmp), contract_id, "20261101T000000", [{}] * claimed_rows, raw_body=body)
+        _same_read(*_in_runs_or_whole(Path(tmp), max_rows))
