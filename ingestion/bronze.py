@@ -69,8 +69,8 @@ DEFAULT_MAX_SNAPSHOT_SHRINK = 0.5
 # A batch of more rows than this, delivered in more than one part or in one larger part, is landed piece by piece
 # (`_land_by_part`; a part of more rows than this is read in runs of at most this many rows: a Parquet part's row
 # groups, a CSV or JSON-lines part's records): memory for one piece instead of the batch, for 1.1-1.5 times the
-# batch's landing time (bench/RESULTS.md, issue 16 (g), (i)). Up to this size the whole batch is held: about 1 GB above what the process
-# holds, at 1 M rows. YIWANG_PART_BY_PART_ROWS overrides it.
+# batch's landing time (bench/RESULTS.md, issue 16 (g), (i)). Up to this size the whole batch is held: about 1 GB
+# above what the process holds, at 1 M rows. YIWANG_PART_BY_PART_ROWS overrides it.
 PART_BY_PART_ROWS = 1_000_000
 
 
