@@ -138,26 +138,46 @@ def current_rows(
 def _with_pseudonyms(
     connection: duckdb.DuckDBPyConnection, query: str, delivered: str, contract: Contract, pseudonymiser: Pseudonymiser
 ) -> str:
-    """`query` with the pseudonym of each sensitive text column beside it (`<column>_key`); `delivered` reads
-    every row of the batches (the distinct values are taken from it, before the latest row per key is chosen).
+    """`query` with the pseudonym of each sensitive column beside it (`<column>_key`) where DuckDB writes its values
+    as Python's `str` does (text, 64-bit floats and integers); `delivered` reads every row of the batches (the
+    distinct values are taken from it, before the latest row per key is chosen).
 
     Each distinct value is hashed once, in DuckDB (`Pseudonymiser.sql`), into a temporary table that the rows
-    join: a person's rows repeat the ID number, 11.7 per resident in renshe.social_insurance. Other sensitive
-    values (numbers) are left to `_to_silver`, chunk by chunk."""
-    texts = [c for c in contract.sensitive_columns if pa.types.is_string(c.arrow_type)]
+    join on the value's text: a person's rows repeat the ID number, 11.7 per resident in renshe.social_insurance,
+    and its 2.33 M rows at scale 10 hold 15,030 contribution bases. Numbers were hashed in Python chunk by chunk
+    before, 2.3 s of the scale-10 run (bench/RESULTS.md, issue 16 (i)); tests/test_pseudonym_key.py holds DuckDB's
+    text of a double to Python's. Other sensitive values (dates, booleans) are left to `_to_silver`."""
+    in_sql = [c for c in contract.sensitive_columns if _text_as_in_python(c.arrow_type)]
     joins, keys = [], []
-    for index, column in enumerate(texts):
+    for index, column in enumerate(in_sql):
         name, table = quoted(column.name), f"pseudonyms_{index}"
         connection.execute(
             f"create temporary table {table} as select value, {pseudonymiser.sql('value')} as pseudonym "
-            f"from (select distinct {name} as value from {delivered} where {name} is not null)",
+            f"from (select distinct {_python_text(name, column.arrow_type)} as value from {delivered} "
+            f"where {name} is not null)",
             pseudonymiser.sql_parameters(),
         )
-        joins.append(f"left join {table} on l.{name} = {table}.value")
+        joins.append(f"left join {table} on {_python_text('l.' + name, column.arrow_type)} = {table}.value")
         keys.append(f"{table}.pseudonym as {quoted(column.name + '_key')}")
-    if not texts:
+    if not in_sql:
         return query
     return f"select l.*, {', '.join(keys)} from ({query}) l {' '.join(joins)}"
+
+
+def _text_as_in_python(arrow_type: pa.DataType) -> bool:
+    """Whether DuckDB casts values of this type to the text Python's `str` gives them (a float32 widens to another
+    decimal text, a boolean is `true` against `True`)."""
+    return pa.types.is_string(arrow_type) or pa.types.is_float64(arrow_type) or pa.types.is_integer(arrow_type)
+
+
+def _python_text(sql: str, arrow_type: pa.DataType) -> str:
+    """DuckDB SQL for the text Python's `str` gives the values of `sql` (a NaN with its sign bit set is `-nan` to
+    DuckDB, `nan` to Python)."""
+    if pa.types.is_string(arrow_type):
+        return sql
+    if pa.types.is_floating(arrow_type):
+        return f"(case when isnan({sql}) then 'nan' else cast({sql} as varchar) end)"
+    return f"cast({sql} as varchar)"
 
 
 def _has_columns(connection: duckdb.DuckDBPyConnection, listed: str, contract: Contract) -> bool:

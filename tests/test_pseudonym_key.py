@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingestion.pseudonym import Pseudonymiser, PseudonymKeyError, read_key_file
 
@@ -63,3 +66,27 @@ def test_the_sql_pseudonym_is_the_python_one(key: bytes) -> None:
         query = f"select {pseudonymiser.sql('value')} from t order by position"
         got = [row[0] for row in connection.execute(query, pseudonymiser.sql_parameters()).fetchall()]
     assert got == [None if v is None else pseudonymiser.pseudonym(v) for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    doubles=st.lists(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True), max_size=50),
+    integers=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50),
+)
+def test_duckdb_writes_numbers_as_python_does(doubles: list[float], integers: list[int]) -> None:
+    """Silver hashes a 64-bit float or integer in DuckDB as the text `silver._python_text` writes, where Python
+    hashed `str(value)`: the two texts must be the same."""
+    import duckdb
+    import pyarrow as pa
+
+    from ingestion.silver import _python_text
+
+    edges = [0.1, -0.0, 1e16, 1e15, 5e-324, 1.7976931348623157e308, 1e-05, 0.0001, 4500.0, -math.nan, -math.inf]
+    doubles = [*doubles, *edges]
+    table_ = pa.table({"d": pa.array(doubles, pa.float64())})  # noqa: F841 (read by DuckDB by name)
+    ints = pa.table({"i": pa.array(integers, pa.int64())})  # noqa: F841
+    with duckdb.connect() as connection:
+        got = [row[0] for row in connection.sql(f"select {_python_text('d', pa.float64())} from table_").fetchall()]
+        assert got == [str(v) for v in doubles]
+        got = [row[0] for row in connection.sql(f"select {_python_text('i', pa.int64())} from ints").fetchall()]
+        assert got == [str(v) for v in integers]

@@ -125,6 +125,10 @@ def test_sensitive_values_never_reach_silver(landing, warehouse, pseudonymiser):
     assert not any(resident_id(i) in text for i in range(6))
     # The same person gets the same key wherever the number appears, and only with the same key.
     assert frame.sort("account_no")["id_number_key"][0] == pseudonymiser.pseudonym(resident_id(0))
+    # A number's key is the pseudonym of its text as Python writes it (hashed in DuckDB: silver._python_text).
+    first = frame.sort("account_no").row(0, named=True)
+    assert first["balance_cny_key"] == pseudonymiser.pseudonym(str(10_000.0))
+    assert first["monthly_deposit_cny_key"] == pseudonymiser.pseudonym("800.0")
 
 
 def test_duckdb_file_reader_and_arrow_dataset_give_the_same_rows(landing, warehouse, pseudonymiser, monkeypatch):
