@@ -143,21 +143,25 @@ def _with_pseudonyms(
     distinct values are taken from it, before the latest row per key is chosen).
 
     Each distinct value is hashed once, in DuckDB (`Pseudonymiser.sql`), into a temporary table that the rows
-    join on the value's text: a person's rows repeat the ID number, 11.7 per resident in renshe.social_insurance,
-    and its 2.33 M rows at scale 10 hold 15,030 contribution bases. Numbers were hashed in Python chunk by chunk
-    before, 2.3 s of the scale-10 run (bench/RESULTS.md, issue 16 (i)); tests/test_pseudonym_key.py holds DuckDB's
-    text of a double to Python's. Other sensitive values (dates, booleans) are left to `_to_silver`."""
+    join: a person's rows repeat the ID number, 11.7 per resident in renshe.social_insurance, and its 2.33 M rows
+    at scale 10 hold 15,030 contribution bases. A float joins on its value and its sign bit (DuckDB's `=` holds
+    -0.0 and 0.0 equal; their texts differ). Numbers were hashed in Python chunk by chunk before, 2.3 s of the
+    scale-10 run (bench/RESULTS.md, issue 16 (i)); tests/test_pseudonym_key.py holds DuckDB's text of a number to
+    Python's. Other sensitive values (dates, booleans) are left to `_to_silver`."""
     in_sql = [c for c in contract.sensitive_columns if _text_as_in_python(c.arrow_type)]
     joins, keys = [], []
     for index, column in enumerate(in_sql):
         name, table = quoted(column.name), f"pseudonyms_{index}"
+        signed = pa.types.is_floating(column.arrow_type)
+        sign = f", signbit({name}) as sign" if signed else ""
         connection.execute(
-            f"create temporary table {table} as select value, {pseudonymiser.sql('value')} as pseudonym "
-            f"from (select distinct {_python_text(name, column.arrow_type)} as value from {delivered} "
-            f"where {name} is not null)",
+            f"create temporary table {table} as "
+            f"select *, {pseudonymiser.sql(_python_text('value', column.arrow_type))} as pseudonym "
+            f"from (select distinct {name} as value{sign} from {delivered} where {name} is not null)",
             pseudonymiser.sql_parameters(),
         )
-        joins.append(f"left join {table} on {_python_text('l.' + name, column.arrow_type)} = {table}.value")
+        on = f"l.{name} = {table}.value" + (f" and signbit(l.{name}) = {table}.sign" if signed else "")
+        joins.append(f"left join {table} on {on}")
         keys.append(f"{table}.pseudonym as {quoted(column.name + '_key')}")
     if not in_sql:
         return query

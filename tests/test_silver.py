@@ -131,6 +131,16 @@ def test_sensitive_values_never_reach_silver(landing, warehouse, pseudonymiser):
     assert first["monthly_deposit_cny_key"] == pseudonymiser.pseudonym("800.0")
 
 
+def test_a_number_key_is_the_pseudonym_of_its_text_also_for_negative_zero(landing, warehouse, pseudonymiser):
+    """DuckDB's `=` holds -0.0 equal to 0.0; Python writes them apart, and so do their keys."""
+    rows = [fund_row(0, "2026-09", balance_cny=0.0), fund_row(1, "2026-09", balance_cny=-0.0), fund_row(2, "2026-09")]
+    write_batch(landing, FUND.id, "20261001T020000", rows, mode="incremental")
+    land(landing, warehouse)
+    apply_silver(FUND, warehouse, pseudonymiser)
+    keys = silver(warehouse, FUND).sort("account_no")["balance_cny_key"].to_list()
+    assert keys == [pseudonymiser.pseudonym(text) for text in ("0.0", "-0.0", "10002.0")]
+
+
 def test_duckdb_file_reader_and_arrow_dataset_give_the_same_rows(landing, warehouse, pseudonymiser, monkeypatch):
     """The latest row per key comes from DuckDB's Parquet reader on a local table and from deltalake's Arrow
     dataset elsewhere (an object store): both give the same silver rows, the later batch winning."""
