@@ -218,7 +218,10 @@ def _land_by_part(
     with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool, TemporaryDirectory(prefix="yiwang-") as spill:
         checksums = pool.submit(verify_checksums, batch)
         try:
-            elsewhere, parts = _first_pass(batch, pieces, Path(spill), part_by_part_rows())
+            try:
+                elsewhere, parts = _first_pass(batch, pieces, Path(spill), part_by_part_rows())
+            except NotInRuns:  # a line the fast CSV reader leaves to the exact one: that one, in runs too
+                elsewhere, parts = _first_pass(batch, pieces, Path(spill), part_by_part_rows(), exact=True)
             for validate_part in parts:
                 validated = validate_part(elsewhere=elsewhere)
                 records += validated.records
@@ -261,17 +264,17 @@ def _land_by_part(
 
 
 def _first_pass(
-    batch: Batch, pieces: list[Piece], spill: Path, max_rows: int
+    batch: Batch, pieces: list[Piece], spill: Path, max_rows: int, exact: bool = False
 ) -> tuple[pl.DataFrame | None, list[Callable[[], Validated]]]:
     """The complete primary keys that more than one piece of the batch holds (None without a key), and how the
     second pass validates each piece.
 
     Each piece's key columns are checked here, as validation checks them, and handed to its validation. A Parquet
     piece is read for its key columns alone, and read whole in the second pass. A CSV or JSON-lines part is parsed
-    once, in runs of at most `max_rows` records (`read_part_runs`): each run is kept in an uncompressed Arrow IPC file
-    under `spill` and is a piece of the second pass, which reads it back at disk speed instead of parsing the text
-    again (JSON lines parse in Python). Which keys repeat across pieces is found on 64-bit hashes and then confirmed
-    on the values, so a hash collision cannot make a duplicate.
+    once, in runs of at most `max_rows` records (`read_part_runs`; `exact`: CSV by the exact reader): each run is kept
+    in an uncompressed Arrow IPC file under `spill` and is a piece of the second pass, which reads it back at disk
+    speed instead of parsing the text again (JSON lines parse in Python). Which keys repeat across pieces is found on
+    64-bit hashes and then confirmed on the values, so a hash collision cannot make a duplicate.
     """
     contract = batch.contract
     names = list(contract.primary_key)
@@ -289,7 +292,7 @@ def _first_pass(
             read: Callable[[], ReadResult] = partial(read_part, batch, part, None, rows)
             add(read, read_part(batch, part, names, rows).frame if names else None)
             continue
-        for run in read_part_runs(batch, part, max_rows):
+        for run in read_part_runs(batch, part, max_rows, exact):
             path = spill / f"piece-{len(parts):05d}.arrow"
             run.frame.write_ipc(path, compression="uncompressed")
             add(partial(_read_spilled, path, run.malformed), run.frame)

@@ -196,20 +196,23 @@ class NotInRuns(Exception):
     with the manifest): read it whole, which names the problem and decides the batch."""
 
 
-def read_part_runs(batch: Batch, part: PartFile, max_rows: int) -> Iterator[ReadResult]:
-    """A CSV or JSON-lines part in runs of at most `max_rows` records, numbered as in the whole part, so that
-    memory holds one run of a part of any size (a Parquet part is sliced by its row groups: `parquet_slices`).
+def read_part_runs(batch: Batch, part: PartFile, max_rows: int, exact: bool = False) -> Iterator[ReadResult]:
+    """A CSV or JSON-lines part in runs of at most `max_rows` rows (the exact CSV reader's malformed records come
+    beside them), numbered as in the whole part, so that memory holds one run of a part of any size (a Parquet part
+    is sliced by its row groups: `parquet_slices`).
 
     A part of at most `max_rows` records is one run, read as `read_part` reads it. Otherwise the records stream
-    from the file: CSV through Arrow's streaming reader with the fast path's options, JSON lines through an
-    incremental decoder; the count is checked against the manifest after the last run. Raises `NotInRuns`
-    where only the whole read can say what is wrong.
+    from the file: CSV through Arrow's streaming reader with the fast path's options, or with `exact` the exact
+    path's (decoded to UTF-8 as it streams, malformed lines kept with their line numbers); JSON lines through an
+    incremental decoder. The count is checked against the manifest after the last run. Raises `NotInRuns` where
+    only the whole read can say what is wrong (and, without `exact`, where the fast CSV reader stops).
     """
     if part.rows <= max_rows:
         yield read_part(batch, part)
         return
     if part.format == "csv":
-        runs = _csv_runs(part, batch.contract, batch.encoding, max_rows)
+        read = _csv_exact_runs if exact else _csv_runs
+        runs = read(part, batch.contract, batch.encoding, max_rows)
     elif part.format == "jsonl":
         runs = _jsonl_runs(part, batch.contract, batch.encoding, max_rows)
     else:
@@ -222,6 +225,23 @@ def read_part_runs(batch: Batch, part: PartFile, max_rows: int) -> Iterator[Read
         raise NotInRuns(f"{part.name}: {records} records against {part.rows} in the manifest")
 
 
+def _tables_of(reader: pacsv.CSVStreamingReader, max_rows: int) -> Iterator[pa.Table]:
+    """The reader's rows in tables of `max_rows` rows, the last one shorter (at least one table)."""
+    pending: list[pa.RecordBatch] = []
+    held, given = 0, False
+    for block in reader:
+        pending.append(block)
+        held += block.num_rows
+        while held >= max_rows:
+            table = pa.Table.from_batches(pending, reader.schema)
+            yield table.slice(0, max_rows)
+            given = True
+            rest = table.slice(max_rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held or not given:
+        yield pa.Table.from_batches(pending, reader.schema)
+
+
 def _csv_runs(part: PartFile, contract: Contract, encoding: str, max_rows: int) -> Iterator[ReadResult]:
     plan = _fast_csv(part, contract, encoding)
     if plan is None:
@@ -230,28 +250,94 @@ def _csv_runs(part: PartFile, contract: Contract, encoding: str, max_rows: int) 
     try:
         with pa.OSFile(str(part.path)) as source:
             source.seek(plan.start)
-            reader = pacsv.open_csv(
-                source,
-                read_options=plan.read_options,
-                parse_options=plan.parse_options,
-                convert_options=plan.convert_options,
-            )
-            pending: list[pa.RecordBatch] = []
-            held = 0
-            for block in reader:
-                pending.append(block)
-                held += block.num_rows
-                while held >= max_rows:
-                    table = pa.Table.from_batches(pending, reader.schema)
-                    run, rest = table.slice(0, max_rows), table.slice(max_rows)
-                    yield ReadResult(_numbered(_fast_frame(run, plan), part, contract, first), [])
-                    first += max_rows
-                    pending, held = rest.to_batches(), rest.num_rows
-            if held or first == 1:
-                table = pa.Table.from_batches(pending, reader.schema)
+            options = {"parse_options": plan.parse_options, "convert_options": plan.convert_options}
+            for table in _tables_of(pacsv.open_csv(source, read_options=plan.read_options, **options), max_rows):
                 yield ReadResult(_numbered(_fast_frame(table, plan), part, contract, first), [])
+                first += table.num_rows
     except (pa.ArrowInvalid, UnicodeDecodeError, _NotTranscodable) as error:
         raise NotInRuns(f"{part.name}: {error}") from None
+
+
+def _csv_exact_runs(part: PartFile, contract: Contract, encoding: str, max_rows: int) -> Iterator[ReadResult]:
+    """`_read_csv_exact` a run at a time: the same options, the same record numbers and malformed records."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise NotInRuns(f"{part.name}: unknown encoding {encoding}") from None
+    if codec != "utf-8" and codec not in _FIELD_SAFE_ENCODINGS:  # a line break is its byte, so is the header's
+        raise NotInRuns(f"{part.name}: {encoding} is read whole")
+    header = _first_line_header(part, codec)
+    if not header or header == [""]:
+        raise NotInRuns(f"{part.name}: no header that can be split")
+    try:
+        _check_columns(contract, header, part.name)
+    except BatchRejected as rejected:
+        raise NotInRuns(rejected.message) from None
+    bad: list[pacsv.InvalidRow] = []
+
+    def keep_invalid(row: pacsv.InvalidRow) -> str:
+        bad.append(row)
+        return "skip"
+
+    numbers = _RecordNumbers()
+    try:
+        with pa.OSFile(str(part.path)) as file:
+            source = file if codec == "utf-8" else pa.transcoding_input_stream(file, codec, "utf-8")
+            reader = pacsv.open_csv(
+                source,
+                # one thread: only then does Arrow tell the line of a malformed record
+                read_options=pacsv.ReadOptions(
+                    use_threads=False, column_names=header, skip_rows=1, block_size=_BLOCK_SIZE
+                ),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid),
+                convert_options=_exact_convert_options(header),
+            )
+            for table in _tables_of(reader, max_rows):
+                reported, bad[:] = list(bad), []
+                numbers.skip((row.number or 0) - 1 for row in reported)
+                frame = pl.from_arrow(table)
+                assert isinstance(frame, pl.DataFrame)
+                frame = frame.with_columns(
+                    pl.Series(ROW_NUMBER, numbers.take(frame.height), dtype=pl.Int64),
+                    pl.lit(part.name).alias(SOURCE_FILE),
+                )
+                yield ReadResult(_complete(frame, contract), [_malformed(part, row) for row in reported])
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        raise NotInRuns(f"{part.name}: {error}") from None
+
+
+def _first_line_header(part: PartFile, codec: str) -> list[str] | None:
+    """The column names on the part's first line, as `_read_csv_exact` reads them (None: not within 1 MiB)."""
+    with open(part.path, "rb") as file:
+        head = file.read(1 << 20)
+    end = head.find(b"\n")
+    if end < 0:
+        return None
+    try:
+        line = head[:end].decode(codec).removeprefix("\ufeff").rstrip("\r")
+    except UnicodeDecodeError:
+        return None
+    return _header(line)
+
+
+class _RecordNumbers:
+    """Record numbers for the good rows of a part read in runs, as `_good_row_numbers` gives them for the whole
+    part: 1, 2, ... without the numbers of malformed records."""
+
+    def __init__(self) -> None:
+        self.next = 1
+        self.skipped: list[int] = []  # malformed record numbers not passed yet, ascending
+
+    def skip(self, records: Iterable[int]) -> None:
+        self.skipped = sorted({*self.skipped, *(r for r in records if r >= self.next)})
+
+    def take(self, count: int) -> np.ndarray:
+        candidates = np.arange(self.next, self.next + count + len(self.skipped), dtype=np.int64)
+        taken = candidates[~np.isin(candidates, self.skipped)][:count]
+        if count:
+            self.next = int(taken[-1]) + 1
+            self.skipped = [r for r in self.skipped if r >= self.next]
+        return taken
 
 
 _COLUMN_THREADS = min(4, os.cpu_count() or 1)
@@ -526,12 +612,7 @@ def _read_csv_exact(part: PartFile, contract: Contract, encoding: str) -> ReadRe
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(use_threads=threads, column_names=header, skip_rows=1),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                null_values=[""],  # only an empty field is null: "NA" or "N/A" are values as delivered
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
+            convert_options=_exact_convert_options(header),
         )
 
     try:
@@ -547,16 +628,23 @@ def _read_csv_exact(part: PartFile, contract: Contract, encoding: str) -> ReadRe
     bad_records = sorted((row.number or 0) - 1 for row in bad)
     numbers = _good_row_numbers(frame.height, bad_records)
     frame = frame.with_columns(pl.Series(ROW_NUMBER, numbers, dtype=pl.Int64), pl.lit(part.name).alias(SOURCE_FILE))
-    malformed = [
-        Malformed(
-            part.name,
-            (row.number or 0) - 1 or None,
-            row.text,
-            f"line {row.number}: expected {row.expected_columns} fields, found {row.actual_columns}",
-        )
-        for row in bad
-    ]
-    return ReadResult(_complete(frame, contract), malformed)
+    return ReadResult(_complete(frame, contract), [_malformed(part, row) for row in bad])
+
+
+def _exact_convert_options(header: list[str]) -> pacsv.ConvertOptions:
+    """How the exact path types fields: every value a string, only an empty field null."""
+    return pacsv.ConvertOptions(
+        column_types=dict.fromkeys(header, pa.string()),
+        null_values=[""],  # only an empty field is null: "NA" or "N/A" are values as delivered
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+
+
+def _malformed(part: PartFile, row: pacsv.InvalidRow) -> Malformed:
+    """A line Arrow could not split into the header's fields; numbered by its physical line (header = line 1)."""
+    detail = f"line {row.number}: expected {row.expected_columns} fields, found {row.actual_columns}"
+    return Malformed(part.name, (row.number or 0) - 1 or None, row.text, detail)
 
 
 def _good_row_numbers(good: int, bad_records: list[int]) -> pl.Series:

@@ -269,11 +269,23 @@ def test_one_large_csv_part_lands_a_run_of_records_at_a_time(landing, tmp_path, 
     assert sorted(quarantine["row_number"]) == [2, 4, 26, 27, 28, 195]  # numbered as in the whole file
 
 
-def test_a_large_csv_part_with_a_malformed_line_lands_whole(landing, tmp_path, monkeypatch):
-    directory = write_batch(landing, HOUSEHOLDS.id, "20261001T020000", [person(i) for i in range(40)])
-    _append_malformed(directory, "part-00000.csv")  # left to the exact reader, which reads the part whole
+def test_a_large_csv_part_with_malformed_lines_lands_in_runs_by_the_exact_reader(landing, tmp_path, monkeypatch):
+    rows = [person(i) for i in range(120)]
+    rows[33] = person(33, address='桂城街道\n"南海"花园')  # a quoted line break: physical lines and records part
+    directory = write_batch(landing, HOUSEHOLDS.id, "20261001T020000", rows, mode="incremental")
+    part = directory / "part-00000.csv"
+    lines = part.read_bytes().split(b"\n")
+    lines.insert(6, b"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p")  # a malformed record in the first run
+    part.write_bytes(b"\n".join(lines))
+    _append_malformed(directory, "part-00000.csv")  # and one after the last run's rows
+    manifest = json.loads((directory / "_manifest.json").read_text())
+    manifest["files"][0]["rows"] += 1
+    manifest["files"][0]["sha256"] = hashlib.sha256(part.read_bytes()).hexdigest()
+    (directory / "_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
     whole_files, parted_files = _both_ways(landing, tmp_path, monkeypatch)
-    assert whole_files == parted_files == 1
+    assert (whole_files, parted_files) == (1, 12)  # 120 good records in runs of 10: the fast reader gave way
+    quarantine = pl.from_arrow(Warehouse.at(tmp_path / "parted").table("quarantine/rows").to_pyarrow_table())
+    assert sorted(quarantine.filter(pl.col("rule") == "malformed_record")["row_number"]) == [6, 122]
 
 
 def test_a_large_csv_part_whose_count_disagrees_with_the_manifest_is_rejected_as_in_a_whole_batch(
