@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestion.bronze import ingest_batch
-from ingestion.contract import batch_contracts
+from ingestion.contract import Contract, batch_contracts
 from ingestion.landing import BatchRejected, find_batches, open_batch
 from ingestion.ledger import read_ledger
 from ingestion.readers import NotInRuns, ReadResult, read_part, read_part_runs
@@ -56,13 +56,17 @@ _VALUE = st.one_of(
 )
 
 
+def _rows(data: st.DataObject, contract: Contract, min_size: int = 0, max_size: int = 12) -> list[dict]:
+    """Rows of random values (text, numbers, dates, odd forms) under the contract's column names."""
+    values = st.fixed_dictionaries({c: _VALUE for c in contract.column_names})
+    return data.draw(st.lists(values, min_size=min_size, max_size=max_size))
+
+
 @FUZZ
 @given(contract_id=st.sampled_from(CONTRACTS), data=st.data())
 def test_random_rows(contract_id, data):
     contract = batch_contracts()[contract_id]
-    rows = data.draw(
-        st.lists(st.fixed_dictionaries({c: _VALUE for c in contract.column_names}), min_size=0, max_size=8)
-    )
+    rows = _rows(data, contract, max_size=8)
     with tempfile.TemporaryDirectory() as tmp:
         landing, warehouse = Path(tmp) / "landing", Warehouse.at(Path(tmp) / "wh")
         write_batch(landing, contract_id, "20261101T000000", rows, mode="incremental")
@@ -113,9 +117,7 @@ def _same_read(whole: ReadResult | None, in_runs: ReadResult | None) -> None:
 @given(contract_id=st.sampled_from(TEXT_CONTRACTS), data=st.data(), max_rows=st.integers(1, 4))
 def test_random_rows_read_in_runs_are_the_part_read_whole(contract_id, data, max_rows):
     contract = batch_contracts()[contract_id]
-    rows = data.draw(
-        st.lists(st.fixed_dictionaries({c: _VALUE for c in contract.column_names}), min_size=0, max_size=12)
-    )
+    rows = _rows(data, contract)
     with tempfile.TemporaryDirectory() as tmp:
         write_batch(Path(tmp), contract_id, "20261101T000000", rows, mode="incremental")
         _same_read(*_in_runs_or_whole(Path(tmp), max_rows))
@@ -144,9 +146,7 @@ CSV_CONTRACTS = [c for c in TEXT_CONTRACTS if batch_contracts()[c].file_format =
 @given(contract_id=st.sampled_from(CSV_CONTRACTS), data=st.data(), max_rows=st.integers(1, 4))
 def test_random_rows_with_malformed_lines_read_in_runs_are_the_part_read_whole(contract_id, data, max_rows):
     contract = batch_contracts()[contract_id]
-    rows = data.draw(
-        st.lists(st.fixed_dictionaries({c: _VALUE for c in contract.column_names}), min_size=1, max_size=12)
-    )
+    rows = _rows(data, contract, min_size=1)
     wrong = data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=3))  # fields on each malformed line
     with tempfile.TemporaryDirectory() as tmp:
         directory = write_batch(Path(tmp), contract_id, "20261101T000000", rows, mode="incremental")
