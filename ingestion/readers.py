@@ -302,6 +302,8 @@ def _csv_exact_runs(part: PartFile, contract: Contract, encoding: str, max_rows:
                     pl.lit(part.name).alias(SOURCE_FILE),
                 )
                 yield ReadResult(_complete(frame, contract), [_malformed(part, row) for row in reported])
+            if bad:  # malformed lines after the last row
+                yield ReadResult(_empty(contract, part.name), [_malformed(part, row) for row in bad])
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise NotInRuns(f"{part.name}: {error}") from None
 
