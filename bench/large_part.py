@@ -102,10 +102,8 @@ def child(landing_zone: Path, whole: bool) -> None:
     threading.Thread(target=sample, daemon=True).start()
     before = process.memory_info().rss
     started = time.perf_counter()
-    outcomes = ingest_contract(
-        get_contract(CONTRACT), landing_zone, warehouse, as_of=date.fromisoformat(AS_OF),
-        on_validated=QualityRecorder(warehouse),
-    )  # fmt: skip
+    contract, as_of = get_contract(CONTRACT), date.fromisoformat(AS_OF)
+    outcomes = ingest_contract(contract, landing_zone, warehouse, as_of=as_of, on_validated=QualityRecorder(warehouse))
     seconds = time.perf_counter() - started
     stop.set()
     shutil.rmtree(root, ignore_errors=True)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -114,6 +115,15 @@ class _FastCsv:
     parse_options: pacsv.ParseOptions
     convert_options: pacsv.ConvertOptions
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of `pacsv.read_csv` and `pacsv.open_csv`."""
+        return {
+            "read_options": self.read_options,
+            "parse_options": self.parse_options,
+            "convert_options": self.convert_options,
+        }
+
 
 def _fast_csv(part: PartFile, contract: Contract, encoding: str) -> _FastCsv | None:
     """The fast path's plan for a part, or None where the exact path must read it (see `_read_csv_fast`)."""
@@ -178,12 +188,7 @@ def _read_csv_fast(part: PartFile, contract: Contract, encoding: str) -> ReadRes
     try:
         with pa.OSFile(str(part.path)) as source:
             source.seek(plan.start)  # past the byte order mark
-            table = pacsv.read_csv(
-                source,
-                read_options=plan.read_options,
-                parse_options=plan.parse_options,
-                convert_options=plan.convert_options,
-            )
+            table = pacsv.read_csv(source, **plan.options)
         frame = _fast_frame(table, plan)
     except (pa.ArrowInvalid, UnicodeDecodeError, _NotTranscodable):
         return None  # a malformed file or undecodable bytes: the exact path says which and where
@@ -250,8 +255,7 @@ def _csv_runs(part: PartFile, contract: Contract, encoding: str, max_rows: int) 
     try:
         with pa.OSFile(str(part.path)) as source:
             source.seek(plan.start)
-            options = {"parse_options": plan.parse_options, "convert_options": plan.convert_options}
-            for table in _tables_of(pacsv.open_csv(source, read_options=plan.read_options, **options), max_rows):
+            for table in _tables_of(pacsv.open_csv(source, **plan.options), max_rows):
                 yield ReadResult(_numbered(_fast_frame(table, plan), part, contract, first), [])
                 first += table.num_rows
     except (pa.ArrowInvalid, UnicodeDecodeError, _NotTranscodable) as error:
