@@ -81,11 +81,6 @@ def current_rows(
     if not order or not warehouse.exists(bronze_table(contract)):
         yield pa.RecordBatchReader.from_batches(schema, iter(())), written
         return
-    keys = ", ".join(quoted(k) for k in contract.primary_key)
-    latest = (
-        f"qualify row_number() over (partition by {keys} "
-        "order by o._ord desc, b._source_file desc, b._row_number desc) = 1"
-    )
     bronze = warehouse.table(bronze_table(contract))
     config = {"memory_limit": DUCKDB_MEMORY_LIMIT, "preserve_insertion_order": False}
     with (
@@ -108,19 +103,16 @@ def current_rows(
                 "select columns(lambda c: c != '_batch_id') "
                 f"from read_parquet([{listed}], filename = true, union_by_name = true)"
             )
-            query = (
-                f"select * exclude (filename, uri, _ord) from ({files_read}) b "
-                f"join batch_order o on b.filename = o.uri {latest}"
-            )
+            ordered = f"select * exclude (filename, uri) from ({files_read}) b join batch_order o on b.filename = o.uri"
         else:  # an object store or a table DuckDB cannot read file by file: through deltalake's Arrow dataset
             connection.register("bronze", bronze.to_pyarrow_dataset())
             connection.register("batch_order", pa.table({"_batch_id": list(order), "_ord": list(order.values())}))
             listed = ", ".join(literal(batch) for batch in order)
             delivered = f"(select * from bronze where _batch_id in ({listed}))"
-            query = (
-                "select b.* from bronze b join batch_order o using (_batch_id) "
-                f"where b._batch_id in ({listed}) {latest}"
+            ordered = (
+                f"select b.*, o._ord from bronze b join batch_order o using (_batch_id) where b._batch_id in ({listed})"
             )
+        query = _latest_per_key(connection, ordered, delivered, contract.primary_key)
         query = _with_pseudonyms(connection, query, delivered, contract, pseudonymiser)
         chunks = connection.sql(query).to_arrow_reader(STREAM_ROWS)
 
@@ -133,6 +125,46 @@ def current_rows(
                 yield from rows.to_batches()
 
         yield pa.RecordBatchReader.from_batches(schema, silver_batches()), written
+
+
+# Above this share of the rows in keys that more than one row holds, the latest row per key is chosen by a window
+# over all rows; at or below it, only those rows go through the window (see `_latest_per_key`).
+REPEATED_SHARE_FOR_WINDOW = 0.5
+
+
+def _latest_per_key(connection: duckdb.DuckDBPyConnection, ordered: str, delivered: str, primary_key: list[str]) -> str:
+    """SQL for the latest row per primary key of `ordered` (the batches' rows with their batch ordinal `_ord`):
+    the latest batch, then the last file and row within it. `delivered` reads the same rows (their keys counted).
+
+    The keys more than one row holds are found first (an aggregate over the key columns alone, into a temporary
+    table). A window over every row sorts all of them; but the keys of a full load of increments are mostly
+    distinct (each month's contributions), so the rows of the other keys stream through untouched, and only the
+    repeated ones are windowed. With more than `REPEATED_SHARE_FOR_WINDOW` of the rows repeated, one window over
+    all is cheaper. renshe.social_insurance at 1 M residents (11.7 M rows, the query alone, 2 cores): window
+    14.7-15.8 s, keys first 2.9 s; with a tenth of the keys repeated 20.6 s against 8.0 s, with 46 % of the rows
+    repeated 21.9 s against 13.4 s, with 75 % 31.1 s against 39.5 s (bench/RESULTS.md, issue 16 (j)). Keys are
+    compared with `is not distinct from`, so null keys group as the window groups them."""
+    keys = [quoted(k) for k in primary_key]
+    listed = ", ".join(keys)
+    connection.execute(
+        f"create temporary table repeated_keys as select {listed}, count(*) as copies "
+        f"from (select {listed} from {delivered}) group by all having count(*) > 1"
+    )
+    [(repeated, total)] = connection.execute(
+        f"select (select coalesce(sum(copies), 0) from repeated_keys), (select count(*) from {delivered})"
+    ).fetchall()
+    latest = (
+        f"qualify row_number() over (partition by {listed} order by _ord desc, _source_file desc, _row_number desc) = 1"
+    )
+    if repeated == 0:
+        return f"select * exclude (_ord) from ({ordered})"
+    if repeated > total * REPEATED_SHARE_FOR_WINDOW:
+        return f"select * exclude (_ord) from ({ordered}) {latest}"
+    same = " and ".join(f"b.{k} is not distinct from r.{k}" for k in keys)
+    return (
+        f"select * exclude (_ord) from ({ordered}) b anti join repeated_keys r on {same} union all "
+        f"select * exclude (_ord) from (select b.* from ({ordered}) b semi join repeated_keys r on {same}) {latest}"
+    )
 
 
 def _with_pseudonyms(

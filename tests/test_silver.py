@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+import pytest
 
 from ingestion.bronze import ingest_batch
 from ingestion.contract import get_contract
@@ -166,6 +167,43 @@ def test_duckdb_file_reader_and_arrow_dataset_give_the_same_rows(landing, wareho
     assert by_files.height == 8
     latest = {row["account_no"]: (row["status"], row["_batch_id"]) for row in by_files.iter_rows(named=True)}
     assert latest["A0000"] == ("closed", "20261003T020000") and latest["A0007"] == ("normal", "20261001T020000")
+
+
+@pytest.mark.parametrize("by_dataset", [False, True])
+def test_the_latest_row_per_key_is_the_same_whether_repeated_keys_are_windowed_apart_or_all_rows_are(
+    landing, warehouse, pseudonymiser, monkeypatch, by_dataset
+):
+    """`_latest_per_key` windows only the rows of repeated keys when they are at most half of the rows, all rows
+    otherwise, and none when no key repeats: each way gives the latest row of every key, in both readers."""
+    import ingestion.silver as silver_module
+
+    deliveries = (("20261001T020000", "normal", range(10)), ("20261002T020000", "sealed", (2, 3, 10)))
+    deliveries += (("20261003T020000", "closed", (3,)),)
+    for day, status, accounts in deliveries:
+        write_batch(
+            landing, FUND.id, day, [fund_row(i, "2026-09", status=status) for i in accounts], mode="incremental"
+        )
+    land(landing, warehouse)
+    if by_dataset:
+        monkeypatch.setattr(silver_module, "_batch_files", lambda warehouse, contract, order: None)
+
+    def read(order: dict[str, int], share: float) -> pl.DataFrame:
+        monkeypatch.setattr(silver_module, "REPEATED_SHARE_FOR_WINDOW", share)
+        with silver_module.current_rows(warehouse, FUND, order, pseudonymiser) as (reader, count):
+            frame = pl.from_arrow(reader.read_all())
+        assert count == [frame.height]
+        return frame.sort("account_no")
+
+    order = {day: ordinal for ordinal, (day, _, _) in enumerate(deliveries)}
+    apart, all_rows = read(order, 1.0), read(order, 0.0)  # 5 of 14 rows repeat: apart by default
+    assert apart.equals(all_rows) and apart.equals(read(order, silver_module.REPEATED_SHARE_FOR_WINDOW))
+    latest = {row["account_no"]: (row["status"], row["_batch_id"]) for row in apart.iter_rows(named=True)}
+    assert len(latest) == apart.height == 11
+    assert latest["A0002"] == ("sealed", "20261002T020000") and latest["A0003"] == ("closed", "20261003T020000")
+    assert latest["A0010"] == ("sealed", "20261002T020000") and latest["A0009"] == ("normal", "20261001T020000")
+    assert apart.columns == all_rows.columns == FUND.silver_schema().names
+    first = read(dict(list(order.items())[:1]), 0.0)  # no key repeats: every row as it is
+    assert first.height == 10 and set(first["status"]) == {"normal"}
 
 
 def test_the_key_check_counts_rows_that_share_a_key(landing, warehouse, pseudonymiser, monkeypatch):
