@@ -156,10 +156,9 @@ def _latest_per_key(connection: duckdb.DuckDBPyConnection, ordered: str, deliver
     latest = (
         f"qualify row_number() over (partition by {listed} order by _ord desc, _source_file desc, _row_number desc) = 1"
     )
-    if repeated == 0:
-        return f"select * exclude (_ord) from ({ordered})"
-    if repeated > total * REPEATED_SHARE_FOR_WINDOW:
-        return f"select * exclude (_ord) from ({ordered}) {latest}"
+    if repeated == 0 or repeated > total * REPEATED_SHARE_FOR_WINDOW:
+        connection.execute("drop table repeated_keys")  # its memory to the window (the keys of most rows)
+        return f"select * exclude (_ord) from ({ordered})" + (f" {latest}" if repeated else "")
     same = " and ".join(f"b.{k} is not distinct from r.{k}" for k in keys)
     return (
         f"select * exclude (_ord) from ({ordered}) b anti join repeated_keys r on {same} union all "
