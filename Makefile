@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.video
 	$(BIN)/python -m bench.pipeline --scales 10 50 --repeat 2
 	$(BIN)/python -m bench.pipeline --scales 10 50 100 --alone
+	$(BIN)/python -m bench.pipeline --scales 10 --repeat 1 --dagster-home
 	$(BIN)/python -m bench.large_part --scale 300 --repeat 1
 	$(BIN)/python -m bench.fast_paths --repeat 2
 	$(BIN)/python -m bench.superset

@@ -19,7 +19,10 @@ residents the full run under 5 minutes with peak memory under 4 GB.
 Run: `python -m bench.pipeline [--scales 10 50] [--repeat 2]` (make bench runs `--scales 10 50 --repeat 2`);
 figures in bench/out/pipeline.json; copy them into bench/RESULTS.md. `--alone` runs only the full run, each scale
 in a fresh process with nothing before it, for the platform's own peak memory as residents grow (make bench runs
-`--scales 10 50 100 --alone`; bench/out/pipeline_alone.json).
+`--scales 10 50 100 --alone`; bench/out/pipeline_alone.json). `--dagster-home` runs the alternated rounds on a Dagster
+instance kept in SQLite files, as `make run` does (DAGSTER_HOME set), instead of the ephemeral instance `yiwang run`
+uses without it: Dagster stores each event in SQLite on disk (make bench runs `--scales 10 --repeat 1 --dagster-home`;
+bench/out/pipeline_dagster_home.json).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from demo_data.world import RESIDENTS_PER_SCALE
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pipeline.json"
 ALONE_OUT = ROOT / "bench" / "out" / "pipeline_alone.json"
+DISK_OUT = ROOT / "bench" / "out" / "pipeline_dagster_home.json"
 WORK = Path(os.environ.get("YIWANG_BENCH_DIR", "/tmp/yiwang-bench-pipeline"))
 STAGES = ("bronze", "quality", "silver", "dbt", "gold", "crosscheck", "other")
 
@@ -167,8 +171,14 @@ def _stage(asset_key: list[str]) -> str:
     return "other"
 
 
-def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, full: bool) -> dict[str, Any]:
-    """`yiwang run` (the full job, or what the incremental planner selects) in process, timed per stage."""
+def platform_run(
+    landing: Path, home: Path, as_of: str, sampler: MemorySampler, full: bool, on_disk: bool = False
+) -> dict[str, Any]:
+    """`yiwang run` (the full job, or what the incremental planner selects) in process, timed per stage.
+
+    `on_disk`: on a Dagster instance kept in SQLite files (in `home`), as `make run` runs it (DAGSTER_HOME set);
+    otherwise on an ephemeral instance, as `yiwang run` without DAGSTER_HOME (Dagster writes every event to SQLite
+    on disk, about 15 s more at scale 10: bench/RESULTS.md, issue 16 (j))."""
     from dagster import DagsterInstance
 
     from ingestion.settings import Settings
@@ -189,7 +199,9 @@ def platform_run(landing: Path, home: Path, as_of: str, sampler: MemorySampler, 
         selection = None
         if plan.kind == "incremental":
             selection = incremental_keys(plan, defs)
-        instance = DagsterInstance.ephemeral()
+        if on_disk:
+            (home / "dagster").mkdir(parents=True, exist_ok=True)
+        instance = DagsterInstance.local_temp(str(home / "dagster")) if on_disk else DagsterInstance.ephemeral()
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -260,7 +272,7 @@ def _steps(spans: dict[str, tuple[float, float]], sampler: MemorySampler, key: A
     return [list(step) for step in sorted(steps, key=key, reverse=True)[:top]]
 
 
-def measure(scale: float, repeat: int) -> dict[str, Any]:
+def measure(scale: float, repeat: int, on_disk: bool = False) -> dict[str, Any]:
     landing, as_of = generate(scale)
     rounds = []
     with MemorySampler() as sampler:
@@ -269,8 +281,8 @@ def measure(scale: float, repeat: int) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             bare = bare_load(landing, work / "bare_warehouse")
-            full = platform_run(landing, work / "home", as_of, sampler, full=True)
-            again = platform_run(landing, work / "home", as_of, sampler, full=False)
+            full = platform_run(landing, work / "home", as_of, sampler, full=True, on_disk=on_disk)
+            again = platform_run(landing, work / "home", as_of, sampler, full=False, on_disk=on_disk)
             rounds.append({"bare": bare, "full": full, "nothing_new": again})
             print(json.dumps({"scale": scale, "round": index, **rounds[-1]}, ensure_ascii=False), flush=True)
             shutil.rmtree(work, ignore_errors=True)
@@ -280,6 +292,7 @@ def measure(scale: float, repeat: int) -> dict[str, Any]:
     return {
         "scale": scale,
         "residents": int(scale * RESIDENTS_PER_SCALE),
+        "dagster_instance": "sqlite on disk" if on_disk else "ephemeral",
         "rounds": rounds,
         "bare_seconds": bare_best,
         "full_seconds": best["full"]["seconds"],
@@ -326,11 +339,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[10.0, 50.0])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--alone", action="store_true", help="only the full run, each in a fresh process")
+    parser.add_argument(
+        "--dagster-home",
+        action="store_true",
+        help="run on a Dagster instance in SQLite files, as `make run` does (default: an ephemeral instance)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("LANDING", "HOME", "AS_OF"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(*args.child)
         return
+    if args.alone and args.dagster_home:
+        parser.error("--dagster-home applies to the alternated rounds, not to --alone: give one of the two")
     if args.alone:
         alone_results = [alone(scale) for scale in args.scales]
         OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -343,13 +363,16 @@ def main(argv: list[str] | None = None) -> None:
                 + ", ".join(f"{step} {mb} MB" for step, _, mb in run["largest_steps"][:3])
             )
         return
-    results = [measure(scale, args.repeat) for scale in args.scales]
+    results = [measure(scale, args.repeat, on_disk=args.dagster_home) for scale in args.scales]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    (DISK_OUT if args.dagster_home else OUT).write_text(
+        json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     for r in results:
         stages = ", ".join(f"{k} {v['seconds']} s" for k, v in r["stages"].items())
         print(
-            f"scale {r['scale']:g} ({r['residents']:,} residents): bare {r['bare_seconds']} s, full run "
+            f"scale {r['scale']:g} ({r['residents']:,} residents, {r['dagster_instance']} Dagster instance): "
+            f"bare {r['bare_seconds']} s, full run "
             f"{r['full_seconds']} s = {r['full_over_bare']} x bare (bronze+silver {r['bronze_silver_over_bare']} x), "
             f"nothing new {r['nothing_new_seconds']} s, peak {r['peak_rss_mb']} MB; {stages}"
         )
