@@ -178,7 +178,7 @@ def platform_run(
 
     `on_disk`: on a Dagster instance kept in SQLite files (in `home`), as `make run` runs it (DAGSTER_HOME set);
     otherwise on an ephemeral instance, as `yiwang run` without DAGSTER_HOME (Dagster writes every event to SQLite
-    on disk, about 15 s more at scale 10: bench/RESULTS.md, issue 16 (j))."""
+    on disk, 17-21 s more at scale 10: bench/RESULTS.md, issue 16 (j))."""
     from dagster import DagsterInstance
 
     from ingestion.settings import Settings
