@@ -278,11 +278,6 @@ def _csv_exact_runs(part: PartFile, contract: Contract, encoding: str, max_rows:
     except BatchRejected as rejected:
         raise NotInRuns(rejected.message) from None
     bad: list[pacsv.InvalidRow] = []
-
-    def keep_invalid(row: pacsv.InvalidRow) -> str:
-        bad.append(row)
-        return "skip"
-
     numbers = _RecordNumbers()
     try:
         with pa.OSFile(str(part.path)) as file:
@@ -293,7 +288,7 @@ def _csv_exact_runs(part: PartFile, contract: Contract, encoding: str, max_rows:
                 read_options=pacsv.ReadOptions(
                     use_threads=False, column_names=header, skip_rows=1, block_size=_BLOCK_SIZE
                 ),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid),
+                parse_options=_exact_parse_options(bad),
                 convert_options=_exact_convert_options(header),
             )
             for table in _tables_of(reader, max_rows):
@@ -609,15 +604,11 @@ def _read_csv_exact(part: PartFile, contract: Contract, encoding: str) -> ReadRe
     data = text.encode("utf-8") if encoding != "utf-8" else part.path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     bad: list[pacsv.InvalidRow] = []
 
-    def keep_invalid(row: pacsv.InvalidRow) -> str:
-        bad.append(row)
-        return "skip"
-
     def read(threads: bool) -> pa.Table:
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(use_threads=threads, column_names=header, skip_rows=1),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid),
+            parse_options=_exact_parse_options(bad),
             convert_options=_exact_convert_options(header),
         )
 
@@ -635,6 +626,17 @@ def _read_csv_exact(part: PartFile, contract: Contract, encoding: str) -> ReadRe
     numbers = _good_row_numbers(frame.height, bad_records)
     frame = frame.with_columns(pl.Series(ROW_NUMBER, numbers, dtype=pl.Int64), pl.lit(part.name).alias(SOURCE_FILE))
     return ReadResult(_complete(frame, contract), [_malformed(part, row) for row in bad])
+
+
+def _exact_parse_options(bad: list[pacsv.InvalidRow]) -> pacsv.ParseOptions:
+    """How the exact path splits lines: a value may hold a line break; a line of another field count than the
+    header's is skipped and kept in `bad`, to be reported as a malformed record."""
+
+    def keep_invalid(row: pacsv.InvalidRow) -> str:
+        bad.append(row)
+        return "skip"
+
+    return pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_invalid)
 
 
 def _exact_convert_options(header: list[str]) -> pacsv.ConvertOptions:
