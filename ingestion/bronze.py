@@ -218,10 +218,11 @@ def _land_by_part(
     with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool, TemporaryDirectory(prefix="yiwang-") as spill:
         checksums = pool.submit(verify_checksums, batch)
         try:
+            limit = part_by_part_rows()
             try:
-                elsewhere, parts = _first_pass(batch, pieces, Path(spill), part_by_part_rows())
+                elsewhere, parts = _first_pass(batch, pieces, Path(spill), limit)
             except NotInRuns:  # a line the fast CSV reader leaves to the exact one: that one, in runs too
-                elsewhere, parts = _first_pass(batch, pieces, Path(spill), part_by_part_rows(), exact=True)
+                elsewhere, parts = _first_pass(batch, pieces, Path(spill), limit, exact=True)
             for validate_part in parts:
                 validated = validate_part(elsewhere=elsewhere)
                 records += validated.records
