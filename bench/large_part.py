@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -82,6 +81,7 @@ def child(landing_zone: Path, whole: bool) -> None:
     from datetime import date
 
     import ingestion.bronze as bronze
+    from bench.pipeline import MemorySampler
     from ingestion.contract import get_contract
     from ingestion.pipeline import ingest_contract
     from ingestion.warehouse import Warehouse
@@ -92,27 +92,21 @@ def child(landing_zone: Path, whole: bool) -> None:
     root = landing_zone.parent / "warehouse"
     shutil.rmtree(root, ignore_errors=True)
     warehouse = Warehouse.at(root)
-    process, peak, stop = psutil.Process(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            stop.wait(0.02)
-
-    threading.Thread(target=sample, daemon=True).start()
-    before = process.memory_info().rss
-    started = time.perf_counter()
-    contract, as_of = get_contract(CONTRACT), date.fromisoformat(AS_OF)
-    outcomes = ingest_contract(contract, landing_zone, warehouse, as_of=as_of, on_validated=QualityRecorder(warehouse))
-    seconds = time.perf_counter() - started
-    stop.set()
+    before = psutil.Process().memory_info().rss
+    with MemorySampler(interval=0.02) as sampler:
+        started = time.perf_counter()
+        contract, as_of = get_contract(CONTRACT), date.fromisoformat(AS_OF)
+        outcomes = ingest_contract(
+            contract, landing_zone, warehouse, as_of=as_of, on_validated=QualityRecorder(warehouse)
+        )
+        seconds = time.perf_counter() - started
     shutil.rmtree(root, ignore_errors=True)
     print(
         json.dumps(
             {
                 "seconds": round(seconds, 2),
                 "rss_before_mb": before >> 20,
-                "peak_rss_mb": peak[0] >> 20,
+                "peak_rss_mb": sampler.peak() >> 20,
                 "outcomes": [(o.status, o.rows_loaded, o.rows_quarantined) for o in outcomes],
             }
         )
